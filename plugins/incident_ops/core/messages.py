@@ -1,0 +1,563 @@
+"""Messages people read: the runbook's Slack templates and the postmortem draft.
+
+The texts live in `include/templates/` (Jinja, `StrictUndefined`: a missing value is an error, never
+a blank). This module only prepares the values: times in Japan time (Asia/Tokyo, `HH:MM`), the
+outage as `X時間Y分`, the incident channel's name, and mentions in one of two forms:
+
+- ``mentions="slack"``: what the Slack API needs to ping (`<!channel>`, `<@U0TANAKA1>`); free text
+  is escaped the way Slack requires (`&`, `<`, `>`), so a symptom cannot ping anyone by accident.
+- ``mentions="plain"``: the runbook's own text (`@channel`, `@田中 太郎`), line for line.
+
+Slack messages are returned without a trailing newline; the postmortem (a Markdown file) ends with one.
+Every time is an input: nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from incident_ops.core.runbook import Runbook
+
+__all__ = [
+    "BLANK",
+    "EVENT_LABELS",
+    "JST",
+    "TEMPLATES_DIR",
+    "Mentions",
+    "channel_name",
+    "format_duration_ja",
+    "format_outage",
+    "format_time_jst",
+    "jinja_environment",
+    "render",
+    "render_ack_escalation",
+    "render_declaration",
+    "render_evidence_header",
+    "render_failure_notice",
+    "render_postmortem",
+    "render_recovery",
+]
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "include" / "templates"
+JST = ZoneInfo("Asia/Tokyo")
+# What a person has to fill in, in the postmortem draft.
+BLANK = "（記入してください）"
+# A value the ledger did not record.
+_NONE = "—"
+
+Mentions = Literal["slack", "plain"]
+
+# Ledger event kinds as the postmortem timeline shows them (unknown kinds are shown as they are).
+EVENT_LABELS: dict[str, str] = {
+    "opened": "検知",
+    "occurrence": "再検知",
+    "severity_raised": "レベル引き上げ",
+    "declared": "宣言",
+    "notified": "通知",
+    "acknowledged": "対応開始",
+    "escalated": "エスカレーション",
+    "evidence": "調査",
+    "scenario": "シナリオ決定",
+    "approval": "承認",
+    "action": "対応",
+    "mitigated": "緩和",
+    "verified": "復旧確認",
+    "recovered": "復旧",
+    "postmortem_done": "ポストモーテム完了",
+    "closed": "クローズ",
+    "failure": "失敗",
+}
+
+
+# --- the Jinja environment ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def jinja_environment() -> Environment:
+    """The one environment every template is rendered with (not HTML: no autoescape)."""
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    """Render `include/templates/<name>` with `context`; a value the template uses but is missing
+    raises `jinja2.UndefinedError`."""
+    return jinja_environment().get_template(name).render(**context)
+
+
+def _message(name: str, **context: Any) -> str:
+    return render(name, **context).rstrip("\n")
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def _aware(value: dt.datetime | str, what: str) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{what}: not an ISO 8601 time: {value!r}") from None
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"{what}: expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what}: a time zone is required (naive datetime {value.isoformat()})")
+    return value
+
+
+def format_time_jst(moment: dt.datetime, tz: dt.tzinfo = JST) -> str:
+    """`HH:MM` (24 h, zero-padded) in Japan time."""
+    return _aware(moment, "time").astimezone(tz).strftime("%H:%M")
+
+
+def _format_datetime(moment: dt.datetime, tz: dt.tzinfo = JST) -> str:
+    return _aware(moment, "time").astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def format_outage(duration: dt.timedelta) -> str:
+    """`X時間Y分`, rounded down to the minute; days fold into hours (`26時間0分`)."""
+    if duration < dt.timedelta(0):
+        raise ValueError(f"an outage cannot be negative: {duration}")
+    minutes = duration // dt.timedelta(minutes=1)
+    return f"{minutes // 60}時間{minutes % 60}分"
+
+
+def format_duration_ja(minutes: int) -> str:
+    """A target as the runbook writes it: `15分`, `2時間`, `1時間30分`."""
+    hours, rest = divmod(int(minutes), 60)
+    if hours and rest:
+        return f"{hours}時間{rest}分"
+    return f"{hours}時間" if hours else f"{rest}分"
+
+
+def channel_name(runbook: Runbook, detected_at: dt.datetime, taken: Collection[str] = ()) -> str:
+    """The incident channel: `incident-YYYYMMDD` (the JST date of detection), then `-2`, `-3`, …
+    while the name is in `taken` (names with or without `#`). Returned without `#`."""
+    day = _aware(detected_at, "detected_at").astimezone(runbook.tz)
+    base = runbook.slack.channel_prefix + day.strftime(runbook.slack.channel_date_format)
+    used = {name.lstrip("#") for name in taken}
+    if base not in used:
+        return base
+    suffix = 2
+    while f"{base}-{suffix}" in used:
+        suffix += 1
+    return f"{base}-{suffix}"
+
+
+# --- mentions and text ----------------------------------------------------------------------------
+
+
+def _check_mentions(mentions: str) -> None:
+    if mentions not in ("slack", "plain"):
+        raise ValueError(f"mentions must be 'slack' or 'plain', got {mentions!r}")
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _line(value: Any, what: str, mentions: str) -> str:
+    """A required one-line value: whitespace (newlines too) collapsed, escaped for Slack."""
+    if value is None:
+        raise ValueError(f"{what} is required")
+    text = " ".join(str(value).split())
+    if not text:
+        raise ValueError(f"{what} is required (got an empty value)")
+    return _slack_escape(text) if mentions == "slack" else text
+
+
+def _everyone(mentions: str) -> str:
+    return "<!channel>" if mentions == "slack" else "@channel"
+
+
+def _field(person: Any, key: str) -> Any:
+    if isinstance(person, Mapping):
+        return person.get(key)
+    return getattr(person, key, None)
+
+
+def _mention(person: Any, mentions: str) -> str:
+    if mentions == "slack":
+        user_id = _field(person, "slack_user_id")
+        if not user_id:
+            raise ValueError(f"a Slack user id is needed to mention {_field(person, 'name')!r}")
+        return f"<@{user_id}>"
+    name = _field(person, "name")
+    if not name:
+        raise ValueError(f"a name is needed to mention {person!r}")
+    return f"@{name}"
+
+
+def _mention_people(people: Iterable[Any], mentions: str) -> str:
+    return " ".join(_mention(person, mentions) for person in people)
+
+
+def _channel_ref(channel: str, mentions: str, channel_id: str | None = None) -> str:
+    name = channel.strip().lstrip("#")
+    if not name:
+        raise ValueError("channel is required")
+    if mentions == "slack" and channel_id:
+        return f"<#{channel_id}|{name}>"
+    return f"#{name}"
+
+
+# --- Slack messages -------------------------------------------------------------------------------
+
+
+def render_declaration(
+    runbook: Runbook,
+    *,
+    severity: str,
+    detected_at: dt.datetime,
+    symptom: str,
+    impact: str,
+    responders: Sequence[Mapping[str, Any]],
+    channel: str,
+    mentions: Mentions = "slack",
+    channel_id: str | None = None,
+) -> str:
+    """インシデントの宣言 (P1/P2 only, `runbook.declare_severities`), exactly the runbook's template.
+
+    `responders`: people with `name` and `slack_user_id` (dicts or runbook people), space-separated.
+    `channel`: the incident channel's name (with or without `#`); with `channel_id` and Slack mentions
+    it becomes a channel link.
+    """
+    _check_mentions(mentions)
+    if severity not in runbook.declare_severities:
+        raise ValueError(
+            f"the runbook declares only {', '.join(runbook.declare_severities)} incidents in Slack, not {severity!r}"
+        )
+    if not responders:
+        raise ValueError("at least one responder is required (対応者)")
+    return _message(
+        "declaration.txt.j2",
+        everyone=_everyone(mentions),
+        severity=severity,
+        detected_time=format_time_jst(detected_at, runbook.tz),
+        symptom=_line(symptom, "symptom", mentions),
+        impact=_line(impact, "impact", mentions),
+        responders=_mention_people(responders, mentions),
+        channel=_channel_ref(channel, mentions, channel_id),
+    )
+
+
+def render_recovery(
+    runbook: Runbook,
+    *,
+    detected_at: dt.datetime,
+    recovered_at: dt.datetime,
+    cause: str,
+    actions: str,
+    mentions: Mentions = "slack",
+) -> str:
+    """復旧宣言, exactly the runbook's template; 障害時間 runs from detection to recovery."""
+    _check_mentions(mentions)
+    detected = _aware(detected_at, "detected_at")
+    recovered = _aware(recovered_at, "recovered_at")
+    if recovered < detected:
+        raise ValueError(f"recovered_at {recovered.isoformat()} is before detected_at {detected.isoformat()}")
+    return _message(
+        "recovery.txt.j2",
+        everyone=_everyone(mentions),
+        recovered_time=format_time_jst(recovered, runbook.tz),
+        outage=format_outage(recovered - detected),
+        cause=_line(cause, "cause", mentions),
+        actions=_line(actions, "actions", mentions),
+    )
+
+
+def render_ack_escalation(
+    runbook: Runbook,
+    *,
+    incident_id: str,
+    severity: str,
+    detected_at: dt.datetime,
+    symptom: str,
+    notify: Sequence[Mapping[str, Any]],
+    channel: str,
+    mentions: Mentions = "slack",
+) -> str:
+    """Nobody started the response within the severity's target: the escalation notice.
+
+    `notify`: the people escalated to (mentioned on the first line); none → the whole channel.
+    The deadline is the detection time plus the severity's `response_start_minutes`.
+    """
+    _check_mentions(mentions)
+    level = runbook.severities[severity]  # type: ignore[index]
+    detected = _aware(detected_at, "detected_at")
+    deadline = detected + dt.timedelta(minutes=level.response_start_minutes)
+    return _message(
+        "ack_escalation.txt.j2",
+        to=_mention_people(notify, mentions) if notify else _everyone(mentions),
+        severity=severity,
+        detected_time=format_time_jst(detected, runbook.tz),
+        target=format_duration_ja(level.response_start_minutes),
+        deadline_time=format_time_jst(deadline, runbook.tz),
+        symptom=_line(symptom, "symptom", mentions),
+        incident_id=_line(incident_id, "incident_id", mentions),
+        channel=_channel_ref(channel, mentions),
+    )
+
+
+def render_evidence_header(
+    runbook: Runbook,
+    *,
+    incident_id: str,
+    at: dt.datetime,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    environment: str,
+    service: str,
+    suggested_scenario: str | None = None,
+    highlights: Sequence[str] = (),
+    mentions: Mentions = "slack",
+) -> str:
+    """The heading of the Phase 2 evidence summary: window, target, suggested scenario, highlights."""
+    _check_mentions(mentions)
+    if suggested_scenario:
+        scenario = runbook.scenario(suggested_scenario)
+        scenario_text = f"{scenario.label}（{scenario.remediation}）"
+    else:
+        scenario_text = "判定できません（担当者が選択してください）"
+    return _message(
+        "evidence_header.txt.j2",
+        incident_id=_line(incident_id, "incident_id", mentions),
+        checked_time=format_time_jst(at, runbook.tz),
+        window_start_time=format_time_jst(window_start, runbook.tz),
+        window_end_time=format_time_jst(window_end, runbook.tz),
+        target=_line(f"{environment} / {service}", "environment/service", mentions),
+        scenario=scenario_text,
+        highlights=[_line(item, "highlight", mentions) for item in highlights],
+    )
+
+
+def render_failure_notice(
+    runbook: Runbook,
+    *,
+    incident_id: str,
+    step: str,
+    error: str,
+    at: dt.datetime,
+    notify: Sequence[Mapping[str, Any]] = (),
+    log_url: str | None = None,
+    mentions: Mentions = "slack",
+) -> str:
+    """An automated step failed: hand over to people (mentioned; none → the whole channel)."""
+    _check_mentions(mentions)
+    return _message(
+        "failure_notice.txt.j2",
+        to=_mention_people(notify, mentions) if notify else _everyone(mentions),
+        failed_time=format_time_jst(at, runbook.tz),
+        step=_line(step, "step", mentions),
+        error=_line(error, "error", mentions),
+        incident_id=_line(incident_id, "incident_id", mentions),
+        log_url=log_url or None,
+    )
+
+
+# --- postmortem -----------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    """A Markdown table cell: one line, pipes escaped, `—` when empty."""
+    if value is None:
+        return _NONE
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text or _NONE
+
+
+def _required(incident: Mapping[str, Any], key: str) -> Any:
+    value = incident.get(key)
+    if value is None or value == "":
+        raise ValueError(f"the incident has no {key!r}; the postmortem needs it")
+    return value
+
+
+def _or_none(value: Any) -> str:
+    return _NONE if value is None or value == "" else " ".join(str(value).split())
+
+
+def _hours(value: float) -> str:
+    return f"{value:g}"
+
+
+def _catalogue_symptom(runbook: Runbook, symptom: Any) -> Any:
+    for entry in runbook.triage.symptoms:
+        if symptom in (entry.id, entry.label):
+            return entry
+    return None
+
+
+def _impact_of(runbook: Runbook, incident: Mapping[str, Any]) -> str:
+    if incident.get("impact"):
+        return _or_none(incident["impact"])
+    entry = _catalogue_symptom(runbook, incident.get("symptom"))
+    return entry.impact if entry is not None else BLANK
+
+
+def _scenario_text(runbook: Runbook, name: Any) -> str:
+    if not name:
+        return _NONE
+    scenario = runbook.scenarios.get(str(name))
+    return f"{scenario.label}（{scenario.remediation}）" if scenario else str(name)
+
+
+def _acknowledged_text(runbook: Runbook, incident: Mapping[str, Any], detected: dt.datetime, severity: str) -> str:
+    at = incident.get("acknowledged_at")
+    if not at:
+        return "記録なし"
+    ack = _aware(at, "acknowledged_at")
+    target = runbook.severities[severity].response_start_minutes  # type: ignore[index]
+    waited = max(ack - detected, dt.timedelta(0))
+    met = "目標内" if waited <= dt.timedelta(minutes=target) else "目標超過"
+    who = f"（{incident['acknowledged_by']}）" if incident.get("acknowledged_by") else ""
+    return (
+        f"{_format_datetime(ack, runbook.tz)}{who}、発生から{format_outage(waited)}"
+        f"（目標: {format_duration_ja(target)}以内、{met}）"
+    )
+
+
+def _timeline_rows(runbook: Runbook, timeline: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    entries = [(_aware(event["at"], "timeline at"), index, event) for index, event in enumerate(timeline)]
+    entries.sort(key=lambda item: (item[0], item[1]))
+    return [
+        {
+            "time": _format_datetime(at, runbook.tz),
+            "kind": _cell(EVENT_LABELS.get(str(event.get("kind")), event.get("kind"))),
+            "actor": _cell(event.get("actor")),
+            "message": _cell(event.get("message")),
+        }
+        for at, _, event in entries
+    ]
+
+
+def _action_rows(runbook: Runbook, actions: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    rows = []
+    for action in actions:
+        step = action.get("step") or action.get("action")
+        if not step:
+            raise ValueError(f"an action needs 'step' or 'action': {dict(action)!r}")
+        if action.get("step") and action.get("action") and action["step"] != action["action"]:
+            step = f"{action['step']} ({action['action']})"
+        if action.get("ok") is False:
+            outcome = "失敗"
+        elif action.get("check_mode"):
+            outcome = "確認のみ（チェックモード）"
+        elif action.get("changed") is False:
+            outcome = "変更なし"
+        else:
+            outcome = "実施"
+        if action.get("message"):
+            outcome = f"{outcome}: {action['message']}"
+        if action.get("approved_by"):
+            approver = action["approved_by"]
+        elif action.get("approval") or action.get("approval_required"):
+            approver = "未承認"
+        else:
+            approver = "不要"
+        at = action.get("at")
+        rows.append(
+            {
+                "time": _format_datetime(_aware(at, "action at"), runbook.tz) if at else _NONE,
+                "step": _cell(step),
+                "outcome": _cell(outcome),
+                "approver": _cell(approver),
+            }
+        )
+    return rows
+
+
+def _evidence_items(evidence: Mapping[str, Any]) -> list[dict[str, Any]]:
+    items = []
+    for key, value in evidence.items():
+        if isinstance(value, Mapping):
+            items.append({"text": str(key), "children": [f"{k}: {_or_none(v)}" for k, v in value.items()]})
+        elif isinstance(value, list | tuple | set | frozenset):
+            children = []
+            for entry in value:
+                if isinstance(entry, Mapping):
+                    children.append(", ".join(f"{k}: {_or_none(v)}" for k, v in entry.items()) or _NONE)
+                else:
+                    children.append(_or_none(entry))
+            items.append({"text": str(key) if children else f"{key}: なし", "children": children})
+        else:
+            items.append({"text": f"{key}: {_or_none(value)}", "children": []})
+    return items
+
+
+def render_postmortem(
+    runbook: Runbook,
+    *,
+    incident: Mapping[str, Any],
+    timeline: Sequence[Mapping[str, Any]],
+    evidence: Mapping[str, Any],
+    actions: Sequence[Mapping[str, Any]],
+    charts: Sequence[str],
+) -> str:
+    """The postmortem draft (Markdown): a title, a summary block with the due date, then one `##`
+    section per `runbook.postmortem.sections`, in order. Blanks for people are `（記入してください）`.
+
+    `incident`: a ledger row (needs `id`, `severity`, `detected_at`, `recovered_at`; uses `title`,
+    `symptom`, `scenario`, `service`, `environment`, `cause`, `acknowledged_at/by`, `slack_channel`,
+    `occurrences`, `postmortem_due_at` when present — the due date defaults to recovery +
+    `postmortem.due_after_hours`). `timeline`: ledger events (`at`, `kind`, `actor`, `message`).
+    `evidence`: the Phase 2 findings (any JSON-like mapping). `actions`: the steps taken (`step` or
+    `action`, `at`, `ok`, `changed`, `check_mode`, `message`, `approved_by`, `approval`).
+    `charts`: image paths or URLs.
+    """
+    severity = str(_required(incident, "severity"))
+    if severity not in runbook.severities:
+        raise ValueError(f"unknown severity {severity!r}")
+    level = runbook.severities[severity]  # type: ignore[index]
+    detected = _aware(_required(incident, "detected_at"), "detected_at")
+    recovered = _aware(_required(incident, "recovered_at"), "recovered_at")
+    if recovered < detected:
+        raise ValueError("recovered_at is before detected_at")
+    due_hours = runbook.postmortem.due_after_hours
+    due_at = incident.get("postmortem_due_at")
+    due = _aware(due_at, "postmortem_due_at") if due_at else recovered + dt.timedelta(hours=due_hours)
+    entry = _catalogue_symptom(runbook, incident.get("symptom"))
+    symptom = entry.label if entry is not None else _or_none(incident.get("symptom"))
+    title = incident.get("title") or (symptom if symptom != _NONE else _required(incident, "id"))
+    channel = incident.get("slack_channel")
+    return render(
+        "postmortem.md.j2",
+        blank=BLANK,
+        sections=list(runbook.postmortem.sections),
+        title=" ".join(str(title).split()),
+        incident_id=_required(incident, "id"),
+        severity=severity,
+        severity_name=level.name,
+        severity_definition=level.definition,
+        detected=_format_datetime(detected, runbook.tz),
+        recovered=_format_datetime(recovered, runbook.tz),
+        outage=format_outage(recovered - detected),
+        channel=f"#{str(channel).lstrip('#')}" if channel else _NONE,
+        due=_format_datetime(due, runbook.tz),
+        due_hours=_hours(due_hours),
+        symptom=symptom,
+        environment=_or_none(incident.get("environment")),
+        service=_or_none(incident.get("service")),
+        scenario=_scenario_text(runbook, incident.get("scenario")),
+        acknowledged=_acknowledged_text(runbook, incident, detected, severity),
+        occurrences=_or_none(incident.get("occurrences", 1)),
+        impact=_impact_of(runbook, incident),
+        cause=_or_none(incident.get("cause")),
+        timeline=_timeline_rows(runbook, timeline),
+        evidence=_evidence_items(evidence),
+        charts=[str(chart) for chart in charts],
+        actions=_action_rows(runbook, actions),
+    )
