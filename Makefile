@@ -7,6 +7,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
 .PHONY: venv test lint lock demo demo-once clean
+SCENARIO ?= deploy
 
 # Create the virtualenv if missing and install the locked set (re-run when the lock changes).
 $(STAMP): requirements.lock
@@ -30,6 +31,11 @@ lock: venv
 
 demo: venv
 	@scripts/demo.sh
+
+# Unattended: one incident of SCENARIO (deploy|resource|database|external|security); exit 0 only if the
+# run succeeded and the service is healthy. REPORT=path.json writes the report.
+demo-once: venv
+	@scripts/demo.sh --once --scenario $(SCENARIO) --state state/demo-once $(if $(REPORT),--report $(REPORT))
 
 clean:
 	rm -rf state .pytest_cache .ruff_cache

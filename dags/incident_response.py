@@ -1,12 +1,24 @@
 """
 ### incident_response — PeopleBooster 障害対応フロー
 
-Declares and drives one incident through the runbook's phases. Trigger it from the UI form
-(symptom, severity, service, scenario, check mode) or through the REST API / alarm webhooks with
-the same fields as `conf`; invalid input is refused before anything runs.
+One run drives one incident through the runbook's five phases:
 
-This first cut classifies the report (症状 → 障害レベル, a reporter's severity wins) and renders the
-declaration in the runbook's template; the later phases are wired in by the incident DAG issue.
+1. **detect** — classify (症状 → 障害レベル; a reporter's severity wins), open or join the ledger
+   record, page and notify per the escalation matrix, open `#incident-YYYYMMDD` and post the
+   declaration (P1/P2), confirm the outage, wait for someone to start the response by the
+   severity's deadline and escalate when nobody does.
+2. **investigate** — error logs (30 min), metrics (one GetMetricData call), alarms, Sentry, recent
+   deploys, a chart, and a suggested scenario with its reasons, posted to the incident channel.
+3. **recover** — the scenario (given in the form, or chosen/confirmed by a person in the UI; the
+   suggestion is the timeout default), then its steps from the runbook; risky steps wait for an
+   approval. With **check mode** every step reports what it would do and changes nothing.
+4. **verify** — N consecutive healthy answers (deferrable), the functional checks, the recovery
+   announcement (復旧宣言) and PagerDuty resolved.
+5. **postmortem** — the draft with the runbook's sections, due 48 h after recovery.
+
+Trigger from the form, the REST API (`POST /api/v2/dags/incident_response/dagRuns` with the same
+fields as `conf`) or the alarm webhooks; invalid input is refused before anything runs. A failed
+task tells the incident channel and the on-call engineer.
 """
 
 from __future__ import annotations
@@ -14,13 +26,31 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import TriggerRule, dag, task, task_group
 
-from incident_ops.core.runbook import load_runbook
+from incident_ops.core.runbook import SCENARIOS, load_runbook
+from incident_ops.notifiers.incident import IncidentFailureNotifier
+from incident_ops.operators.decisions import ScenarioChoiceOperator, StepApprovalOperator
+from incident_ops.operators.remediation import RemediationOperator
 from incident_ops.params import AUTO, incident_params
+from incident_ops.sensors.acknowledgement import AcknowledgementSensor
+from incident_ops.sensors.health import HealthSensor
 
 # Parsing reads only the runbook file beside the project: no network or database access.
 RUNBOOK = load_runbook()
+OPEN_TASK = "detect.open_incident"
+EVIDENCE_TASK = "investigate.collect_evidence"
+MANUAL_OPTION = "手動対応（自動復旧なし）"
+INCIDENT_ID = "{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['id'] }}"
+CHECK_MODE = "{{ params.check_mode }}"
+ENVIRONMENT = "{{ params.environment }}"
+SERVICE = "{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['service'] }}"
+
+
+def scenario_option(name: str) -> str:
+    scenario = RUNBOOK.scenarios[name]
+    return f"{name}: {scenario.label}（{scenario.remediation}）"
 
 
 @dag(
@@ -31,44 +61,202 @@ RUNBOOK = load_runbook()
     params=incident_params(RUNBOOK),
     doc_md=__doc__,
     tags=["incident", "peoplebooster"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=10), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=5),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": IncidentFailureNotifier(open_task_id=OPEN_TASK),
+    },
     max_active_runs=16,
+    render_template_as_native_obj=True,
 )
 def incident_response() -> None:
-    @task
-    def classify(params: dict | None = None) -> dict:
-        from incident_ops.core.triage import classify as classify_report
+    from incident_ops import incident_flow as flow
 
-        override = None if params["severity"] == AUTO else params["severity"]
-        result = classify_report(
-            RUNBOOK,
-            params["symptom"],
-            alarm=params["alarm"] or None,
-            environment=params["environment"],
-            override=override,
+    @task_group(group_id="detect", tooltip="Phase 1: 検知と初期対応")
+    def detect():
+        @task
+        def open_incident(params: dict | None = None, dag_run=None) -> dict:
+            return flow.open_incident(params, run_id=dag_run.run_id, run_after=dag_run.run_after)
+
+        @task.short_circuit(ignore_downstream_trigger_rules=True)
+        def proceed(incident: dict) -> bool:
+            """A run that only joined an incident another run drives stops here (occurrence recorded)."""
+            return incident["proceed"]
+
+        @task
+        def notify_responders(incident: dict) -> dict:
+            return flow.notify_responders(incident)
+
+        @task
+        def declare(incident: dict) -> dict:
+            return flow.declare(incident)
+
+        @task
+        def confirm(incident: dict) -> dict:
+            return flow.confirm_incident(incident)
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def escalate_unacknowledged(incident: dict) -> dict:
+            return flow.escalate_unacknowledged(incident)
+
+        incident = open_incident()
+        gate = proceed(incident)
+        paged = notify_responders(incident)
+        declared = declare(incident)
+        confirmed = confirm(incident)
+        ack = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
+        gate >> [paged, declared, confirmed]
+        paged >> ack >> escalate_unacknowledged(incident)
+        return incident, gate, declared
+
+    @task_group(group_id="investigate", tooltip="Phase 2: 調査と診断")
+    def investigate(incident):
+        # Runs even when the declaration failed: notifications never block the recovery.
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def collect_evidence(incident: dict) -> dict:
+            return flow.collect_evidence(incident)
+
+        return collect_evidence(incident)
+
+    @task_group(group_id="recover", tooltip="Phase 3: 復旧対応")
+    def recover(incident, evidence):
+        @task.branch
+        def decide_scenario(evidence: dict, params: dict | None = None) -> str:
+            """Ask a person unless the form named the scenario (or a dry run has a suggestion)."""
+            if params["scenario"] != AUTO or (params["check_mode"] and evidence.get("suggested")):
+                return "recover.use_preset"
+            return "recover.choose_scenario"
+
+        @task.branch
+        def use_preset(evidence: dict, params: dict | None = None) -> str:
+            name = params["scenario"] if params["scenario"] != AUTO else evidence.get("suggested")
+            return f"recover.{name}.start" if name else "recover.manual"
+
+        decision = decide_scenario(evidence)
+        preset = use_preset(evidence)
+        choose = ScenarioChoiceOperator(
+            task_id="choose_scenario",
+            subject="復旧シナリオの選択: {{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['id'] }}",
+            body=(
+                "**{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['severity'] }}** "
+                "{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['symptom'] }}\n\n"
+                "提案: **{{ ti.xcom_pull(task_ids='" + EVIDENCE_TASK + "')['suggested'] or 'なし' }}**\n\n"
+                "{% for r in ti.xcom_pull(task_ids='" + EVIDENCE_TASK + "')['reasons'] %}- {{ r }}\n{% endfor %}"
+            ),
+            options=[scenario_option(name) for name in SCENARIOS] + [MANUAL_OPTION],
+            options_mapping={scenario_option(name): f"recover.{name}.start" for name in SCENARIOS}
+            | {MANUAL_OPTION: "recover.manual"},
+            option_for_scenario={name: scenario_option(name) for name in SCENARIOS},
+            manual_option=MANUAL_OPTION,
+            defaults=[MANUAL_OPTION],
+            incident_id=INCIDENT_ID,
+            suggestion_task_id=EVIDENCE_TASK,
+            response_timeout=dt.timedelta(minutes=RUNBOOK.decisions.scenario_choice.timeout_minutes),
         )
-        return result.to_dict()
+        manual = EmptyOperator(task_id="manual", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.ALL_DONE)
+        decision >> [choose, preset]
+        [choose, preset] >> manual
 
-    @task
-    def render_declaration(classification: dict, params: dict | None = None, dag_run=None) -> str | None:
-        from incident_ops.core.messages import channel_name, render_declaration
-        from incident_ops.core.oncall import rotation_engineer
+        approval_timeout = dt.timedelta(minutes=RUNBOOK.decisions.approval.timeout_minutes)
+        for name in SCENARIOS:
+            scenario = RUNBOOK.scenarios[name]
 
-        if classification["severity"] not in RUNBOOK.declare_severities:
-            return None
-        detected_at = dag_run.logical_date or dag_run.run_after
-        engineer = rotation_engineer(RUNBOOK, detected_at)
-        return render_declaration(
-            RUNBOOK,
-            severity=classification["severity"],
-            detected_at=detected_at,
-            symptom=params["symptom"],
-            impact=params["impact"] or classification["impact"] or params["symptom"],
-            responders=[{"name": engineer.name, "slack_user_id": engineer.slack_user_id}],
-            channel=channel_name(RUNBOOK, detected_at),
+            @task_group(group_id=name, tooltip=f"{scenario.label}: {scenario.remediation}")
+            def scenario_steps(name: str = name, scenario=scenario):
+                start = EmptyOperator(task_id="start", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+                previous = start
+                for step in scenario.main_steps():
+                    approved_by = None
+                    if step.approval:
+                        approve = StepApprovalOperator(
+                            task_id=f"approve_{step.id}",
+                            subject=f"承認: {scenario.label} / {step.id} ({step.action})",
+                            body=(
+                                f"インシデント {INCIDENT_ID} のステップ **{step.id}** ({step.action}) を実行します。"
+                                f"\n\nparams: `{step.params}`\n\n"
+                                f"{RUNBOOK.decisions.approval.timeout_minutes}分以内に回答がなければ既定値 "
+                                f"({RUNBOOK.decisions.approval.on_timeout}) になります。"
+                            ),
+                            defaults=[
+                                StepApprovalOperator.APPROVE
+                                if RUNBOOK.decisions.approval.on_timeout == "approve"
+                                else StepApprovalOperator.REJECT
+                            ],
+                            incident_id=INCIDENT_ID,
+                            step_id=step.id,
+                            check_mode=CHECK_MODE,
+                            response_timeout=approval_timeout,
+                            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                        )
+                        previous >> approve
+                        previous = approve
+                        approved_by = (
+                            "{{ (ti.xcom_pull(task_ids='recover." + name + ".approve_" + step.id
+                            + "') or {}).get('approved_by') }}"
+                        )
+                    run = RemediationOperator(
+                        task_id=step.id,
+                        scenario=name,
+                        step_id=step.id,
+                        environment=ENVIRONMENT,
+                        service=SERVICE,
+                        incident_id=INCIDENT_ID,
+                        check_mode=CHECK_MODE,
+                        approved_by=approved_by,
+                        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                    )
+                    previous >> run
+                    previous = run
+                return start, previous
+
+            start, last = scenario_steps()
+            [choose, preset] >> start
+            last >> done
+        manual >> done
+        return done
+
+    @task_group(group_id="verify", tooltip="Phase 4: 復旧確認")
+    def verify(incident, after):
+        health = HealthSensor(
+            task_id="wait_for_health",
+            environment=ENVIRONMENT,
+            consecutive=RUNBOOK.verification.consecutive_healthy,
+            interval=RUNBOOK.verification.interval_seconds,
+            timeout_seconds=RUNBOOK.verification.timeout_minutes * 60,
+            retries=0,
         )
 
-    render_declaration(classify())
+        @task
+        def functional_checks(incident: dict) -> list:
+            return flow.run_functional_checks(incident)
+
+        @task
+        def announce_recovery(incident: dict) -> dict:
+            return flow.announce_recovery(incident)
+
+        checks = functional_checks(incident)
+        announced = announce_recovery(incident)
+        after >> health >> checks >> announced
+        return announced
+
+    @task_group(group_id="postmortem", tooltip="Phase 5: ポストモーテム")
+    def postmortem(incident, evidence, after):
+        @task
+        def write_postmortem(incident: dict, evidence: dict) -> dict:
+            return flow.write_postmortem(incident, evidence)
+
+        written = write_postmortem(incident, evidence)
+        after >> written
+
+    incident, gate, declared = detect()
+    evidence = investigate(incident)
+    gate >> evidence
+    declared >> evidence
+    done = recover(incident, evidence)
+    announced = verify(incident, done)
+    postmortem(incident, evidence, announced)
 
 
 incident_response_dag = incident_response()

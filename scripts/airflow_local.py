@@ -60,6 +60,7 @@ def airflow_env(
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "INCIDENT_OPS_STATE_DIR": str(state_dir),
         "INCIDENT_OPS_LEDGER_URL": f"sqlite:///{state_dir / 'ledger.db'}",
+        "INCIDENT_OPS_POSTMORTEM_STORAGE": f"file://{state_dir / 'postmortems'}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT / "plugins"), os.environ.get("PYTHONPATH")])),
     }
     env.update(extra or {})

@@ -1,32 +1,25 @@
-"""`make demo`: Airflow standalone (SQLite) with this project's DAGs, until Ctrl-C.
+"""`make demo` / `make demo-once`: the sandbox and Airflow standalone (SQLite), one real incident.
 
-Everything it starts runs in process groups it owns; on Ctrl-C (or SIGTERM) it stops them all and
-checks that no process is left behind.
+`make demo` injects the P1 "deploy" scenario, sends its alarm the way monitoring would, follows the
+run phase by phase, prints where to look, and keeps everything running until Ctrl-C.
+`make demo-once SCENARIO=... [REPORT=path.json]` does the same unattended and exits 0 only if the
+run succeeded and the service is healthy. Everything started here runs in process groups that are
+stopped on exit (Ctrl-C, SIGTERM or the end of demo-once), and none may survive.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.airflow_local import (  # noqa: E402
-    DEMO_PASSWORD,
-    DEMO_USER,
-    PROJECT_ROOT,
-    ManagedProcess,
-    airflow_env,
-    api_token,
-    wait_for_http,
-)
-
-DAG_ID = "incident_response"
+from scripts.airflow_local import DEMO_PASSWORD, DEMO_USER, PROJECT_ROOT  # noqa: E402
+from scripts.incident_runner import SCENARIO_ALARMS, LocalStack, run_incident  # noqa: E402
 
 
 class Interrupted(Exception):
@@ -37,68 +30,53 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def wait_for_dag(base_url: str, dag_id: str, timeout: float = 180.0) -> dict:
-    token = api_token(base_url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = requests.get(
-            f"{base_url}/api/v2/dags/{dag_id}", headers={"Authorization": f"Bearer {token}"}, timeout=10
-        )
-        if response.status_code == 200:
-            return response.json()
-        time.sleep(1)
-    raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
-
-
-def import_errors(base_url: str) -> list[dict]:
-    token = api_token(base_url)
-    response = requests.get(
-        f"{base_url}/api/v2/importErrors", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-    response.raise_for_status()
-    return response.json().get("import_errors", [])
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", default="deploy", choices=sorted(SCENARIO_ALARMS))
+    parser.add_argument("--once", action="store_true", help="unattended: exit when the incident run ends")
+    parser.add_argument("--report", type=Path, default=None, help="write the JSON report here (with --once)")
+    parser.add_argument("--check-mode", action="store_true", help="run the remediation in check mode")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--state", type=Path, default=PROJECT_ROOT / "state" / "demo")
-    parser.add_argument("--exit-after-ready", action="store_true", help="stop as soon as the UI is up (smoke test)")
+    parser.add_argument("--sandbox-port-base", type=int, default=5055, help="sandbox ports: AWS, HTTP, HTTPS from here")
+    parser.add_argument("--no-incident", action="store_true", help="only start the stack (smoke test)")
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
-
-    base_url = f"http://127.0.0.1:{args.port}"
-    env = airflow_env(args.state, port=args.port)
-    airflow = ManagedProcess(
-        "airflow standalone",
-        [str(Path(sys.executable).parent / "airflow"), "standalone"],
-        env,
-        args.state / "logs" / "standalone.log",
-    )
+    base = args.sandbox_port_base
+    stack = LocalStack(args.state, port=args.port, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2})
     status = 0
     try:
-        print(f"Starting Airflow standalone (SQLite, AIRFLOW_HOME={env['AIRFLOW_HOME']}) ...", flush=True)
-        airflow.start()
-        wait_for_http(f"{base_url}/api/v2/monitor/health", timeout=240, process=airflow)
-        dag = wait_for_dag(base_url, DAG_ID)
-        errors = import_errors(base_url)
+        stack.start()
+        sandbox_page = f"{stack.endpoints['control']}/"
         print()
-        print(f"  Airflow UI : {base_url}")
-        print(f"  Login      : {DEMO_USER} / {DEMO_PASSWORD}")
-        print(f"  DAG        : {dag['dag_id']} ({base_url}/dags/{DAG_ID})")
-        print(f"  Logs       : {airflow.log_path}")
-        if errors:
-            print(f"  Import errors: {len(errors)} (see the UI)")
-            status = 1
+        print(f"  Airflow UI : {stack.base_url}  (login {DEMO_USER} / {DEMO_PASSWORD})")
+        print(f"  Sandbox    : {sandbox_page}  (Slack, PagerDuty, GitHub, AWS state as received)")
+        print(f"  Logs       : {args.state / 'logs'}")
         print()
-        if args.exit_after_ready:
+        if not args.no_incident:
+            report = run_incident(stack, args.scenario, check_mode=args.check_mode)
+            ok = report["dag_run_state"] == "success" and (report["healthy"] or args.check_mode)
+            status = 0 if ok else 1
+            print()
+            print(f"  incident   : {report['incident_id']} ({report['severity']}, scenario {args.scenario})")
+            print(f"  run        : {report['dag_run_state']} in {report['seconds']} s "
+                  f"({stack.base_url}/dags/incident_response/runs/{report['dag_run_id']})")
+            print(f"  service    : {'healthy' if report['healthy'] else 'NOT healthy'}")
+            print(f"  Slack      : {len(report['slack_messages'])} messages, PagerDuty: {len(report['pagerduty_events'])} events")
+            print(f"  postmortem : {report['postmortem']}")
+            if args.report:
+                args.report.parent.mkdir(parents=True, exist_ok=True)
+                args.report.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+                print(f"  report     : {args.report}")
+        if args.once:
             return status
-        print("Press Ctrl-C to stop everything.", flush=True)
-        while airflow.running():
+        print("\nEverything keeps running: look around, trigger more incidents from the UI. Ctrl-C stops it all.",
+              flush=True)
+        while stack.airflow is not None and stack.airflow.running():
             time.sleep(1)
-        print(f"Airflow exited on its own; see {airflow.log_path}")
+        print("Airflow exited on its own; see the logs")
         return 1
     except Interrupted as exc:
         print(f"\n{exc}: stopping ...", flush=True)
@@ -109,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        airflow.stop()
+        stack.stop()
         print("Stopped: no process of the demo is left.", flush=True)
 
 

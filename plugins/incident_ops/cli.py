@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from incident_ops.core.escalation import Notification, route, unacknowledged_route
 from incident_ops.core.oncall import next_handoffs, oncall_at
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, SEVERITIES, Runbook, RunbookError, load_runbook
+from incident_ops.core.runbook import SEVERITIES, Runbook, RunbookError, load_runbook, runbook_path
 from incident_ops.core.triage import classify
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "Command", "build_parser", "command", "main", "parse_instant"]
@@ -35,7 +35,7 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 
 # Modules that register more subcommands with @command when imported (e.g. "incident_ops.cli_playbook").
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli_playbook",)
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def _load_command_modules() -> None:
 def build_parser() -> argparse.ArgumentParser:
     _load_command_modules()
     parser = _Parser(prog="python -m incident_ops", description="PeopleBooster incident runbook rules.")
-    parser.add_argument("--runbook", default=str(DEFAULT_RUNBOOK_PATH), metavar="PATH", help="the runbook YAML")
+    parser.add_argument("--runbook", default=str(runbook_path()), metavar="PATH", help="the runbook YAML")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, spec in COMMANDS.items():
@@ -286,8 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         runbook = load_runbook(_runbook_path(args))
-        payload, text = COMMANDS[args.command].run(args, runbook)
+        payload, text, *status = COMMANDS[args.command].run(args, runbook)
     except (RunbookError, ValueError, KeyError) as exc:
         return _fail(_message(exc), args.json)
     print(json.dumps(payload, ensure_ascii=False, indent=2) if args.json else text)
-    return EXIT_OK
+    # A runner may return a third item, its exit status (e.g. a playbook step failed).
+    return status[0] if status else EXIT_OK

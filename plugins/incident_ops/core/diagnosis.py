@@ -49,7 +49,9 @@ def _aware(value: Any) -> dt.datetime | None:
 
 def _log_messages(evidence: Mapping[str, Any]) -> list[str]:
     messages: list[str] = []
-    for group in (evidence.get("logs") or {}).values():
+    logs = evidence.get("logs") or {}
+    # observe.aws.error_log_events nests the groups under "groups"; a plain {group: {...}} works too.
+    for group in (logs.get("groups") or logs).values():
         if isinstance(group, Mapping):
             for event in group.get("events") or []:
                 message = event.get("message") if isinstance(event, Mapping) else event
@@ -81,7 +83,8 @@ def suggest_scenario(runbook: Runbook, evidence: Mapping[str, Any], now: dt.date
         raise ValueError("now must be timezone-aware")
     messages = _log_messages(evidence)
     alarms_in_alarm = {
-        alarm.get("AlarmName") if isinstance(alarm, Mapping) else alarm for alarm in evidence.get("alarms") or []
+        (alarm.get("name") or alarm.get("AlarmName")) if isinstance(alarm, Mapping) else alarm
+        for alarm in evidence.get("alarms") or []
     }
     scores: dict[str, int] = {}
     reasons: dict[str, list[str]] = {}

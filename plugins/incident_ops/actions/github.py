@@ -1,0 +1,152 @@
+"""Roll back through GitHub Actions, as the runbook does by hand:
+
+    gh workflow run rollback.yml -f environment=production -f service=backend -f version=latest-1
+
+The module dispatches the workflow with exactly those inputs, follows the run to completion and
+reports ok=False (not an exception) when it fails, is cancelled or times out: the ECS rollback to the
+previous task definition is the fallback step. Only HTTP errors that survive the retries raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from incident_ops.actions import incident_token, require_param, require_remediation
+from incident_ops.actions.base import ActionError, Result
+from incident_ops.actions.ecs import describe_service, service_tags, tag_service
+from incident_ops.clients.github import GitHubClient
+from incident_ops.clients.http import HttpError
+
+__all__ = ["GITHUB_ROLLBACK_TAG", "github_rollback"]
+
+GITHUB_ROLLBACK_TAG = "incident-ops:github-rollback"
+FALLBACK = "fall back to the ECS rollback (ecs_rollback: the previous task definition)"
+
+
+def _run_view(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not run:
+        return None
+    return {k: run.get(k) for k in ("id", "status", "conclusion", "html_url", "created_at", "display_title")}
+
+
+def _ecs_record(clients: Any, params: dict[str, Any]) -> tuple[Any, str | None, dict[str, str]]:
+    """(ecs client, service ARN, tags) when the caller gave an ECS client and the service; else empties."""
+    ecs = getattr(clients, "ecs", None)
+    cluster, service = params.get("cluster"), params.get("ecs_service")
+    if ecs is None or not cluster or not service:
+        return None, None, {}
+    svc = describe_service(ecs, str(cluster), str(service))
+    return ecs, svc["serviceArn"], service_tags(ecs, svc["serviceArn"])
+
+
+def _find_existing(gh: GitHubClient, params: dict[str, Any], incident_id: str, tags: dict[str, str],
+                   runs: list[dict[str, Any]]) -> tuple[int | None, str | None]:
+    if params.get("existing_run_id"):
+        return int(params["existing_run_id"]), "existing_run_id"
+    record = tags.get(GITHUB_ROLLBACK_TAG, "").split()
+    if len(record) == 2 and record[0] == incident_id and record[1].isdigit():
+        return int(record[1]), f"ECS service tag {GITHUB_ROLLBACK_TAG}"
+    for run in runs:
+        title = f"{run.get('display_title') or ''} {run.get('name') or ''}"
+        if incident_id in title:
+            return int(run["id"]), "a run titled with the incident id"
+    return None, None
+
+
+def _new_run(gh: GitHubClient, repository: str, workflow: str, known: set[int], since: Any,
+             wait: float, poll: float) -> int | None:
+    """After a 204 dispatch: the newest workflow_dispatch run that was not there before."""
+    deadline = gh.clock() + wait
+    while True:
+        for run in gh.list_workflow_runs(repository, workflow, created_since=since):
+            if int(run["id"]) not in known:
+                return int(run["id"])
+        if gh.clock() >= deadline:
+            return None
+        gh.sleep(poll)
+
+
+def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = False) -> Result:
+    """Dispatch `rollback.yml` (inputs environment/service/version) and follow the run.
+
+    clients: github (GitHubClient), optionally ecs. params: repository, workflow (rollback.yml),
+    ref (main), environment, service (the GitHub service name, e.g. backend), version (latest-1),
+    incident_id, since (ISO time of detection), existing_run_id, timeout_seconds (900),
+    poll_seconds (15), allow_remediation; cluster and ecs_service for the record.
+    Idempotency: before dispatching, a run already dispatched for the incident is looked for —
+    `existing_run_id`, the ECS service tag `incident-ops:github-rollback` = "<incident_id> <run id>"
+    (written right after the dispatch), or a run since `since` whose title contains the incident id —
+    and followed instead of dispatching again (changed=False).
+    """
+    action = "github_rollback"
+    gh = getattr(clients, "github", None)
+    if gh is None:
+        raise ActionError(f"{action} needs the github client")
+    repository = str(require_param(params, "repository", action))
+    workflow = str(params.get("workflow") or "rollback.yml")
+    ref = str(params.get("ref") or "main")
+    inputs = {
+        "environment": str(require_param(params, "environment", action)),
+        "service": str(require_param(params, "service", action)),
+        "version": str(params.get("version") or "latest-1"),
+    }
+    incident_id = incident_token(params, action)
+    timeout = float(params.get("timeout_seconds") or 900)
+    poll = float(params.get("poll_seconds") or 15)
+    since = params.get("since")
+    require_remediation(params, check_mode, action)
+
+    try:
+        ecs, service_arn, tags = _ecs_record(clients, params)
+        runs = gh.list_workflow_runs(repository, workflow, created_since=since) if since else []
+        run_id, found_by = _find_existing(gh, params, incident_id, tags, runs)
+        details: dict[str, Any] = {"repository": repository, "workflow": workflow, "ref": ref, "inputs": inputs}
+        dispatched = False
+        if run_id is not None:
+            details["found_by"] = found_by
+            if check_mode:
+                run = gh.get_run(repository, run_id)
+                return Result(False, _run_view(run), _run_view(run),
+                              f"run {run_id} was already dispatched for incident {incident_id} ({found_by}); "
+                              f"it is {run.get('status')}/{run.get('conclusion')}: would follow it, not dispatch",
+                              details, check_mode)
+        else:
+            command = (f"gh workflow run {workflow} --ref {ref} " +
+                       " ".join(f"-f {k}={v}" for k, v in inputs.items()))
+            details["command"] = command
+            if check_mode:
+                return Result(True, None, {"dispatch": details}, f"would dispatch {workflow} on {repository}@{ref}: "
+                              f"{command}", details, check_mode)
+            if not since:
+                runs = gh.list_workflow_runs(repository, workflow)
+            known = {int(r["id"]) for r in runs}
+            answer = gh.dispatch_workflow(repository, workflow, ref, inputs)
+            dispatched = True
+            if answer and answer.get("workflow_run_id"):
+                run_id = int(answer["workflow_run_id"])
+            else:
+                run_id = _new_run(gh, repository, workflow, known, since, min(timeout, 120.0), min(poll, 5.0))
+            if run_id is None:
+                return Result(True, None, None, f"dispatched {workflow} but could not find its run; {FALLBACK}",
+                              details, check_mode, ok=False)
+            if ecs is not None and service_arn:
+                tag_service(ecs, service_arn, {GITHUB_ROLLBACK_TAG: f"{incident_id} {run_id}"})
+        details["run_id"] = run_id
+        run = gh.wait_for_run(repository, run_id, timeout=timeout, poll=poll)
+    except HttpError as exc:
+        raise ActionError(f"{action}: GitHub API error: {exc}") from exc
+
+    after = _run_view(run)
+    before = None if dispatched else after
+    url = run.get("html_url") or ""
+    if run.get("status") != "completed":
+        return Result(dispatched, before, after,
+                      f"rollback run {run_id} did not complete within {int(timeout)}s (still {run.get('status')}); "
+                      f"{FALLBACK}", details, check_mode, ok=False)
+    if run.get("conclusion") != "success":
+        return Result(dispatched, before, after,
+                      f"rollback run {run_id} concluded {run.get('conclusion')} {url}; {FALLBACK}",
+                      details, check_mode, ok=False)
+    verb = "dispatched and completed" if dispatched else "already completed"
+    return Result(dispatched, before, after, f"rollback run {run_id} {verb} successfully {url}".rstrip(),
+                  details, check_mode)

@@ -1,0 +1,75 @@
+"""Remediation steps of the runbook's scenarios as Airflow tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+__all__ = ["RemediationOperator"]
+
+
+class RemediationOperator(BaseOperator):
+    """Runs one scenario step (and its fallback when it fails) with the collection's modules.
+
+    `check_mode` is templated, so the run's `params.check_mode` sets it. The step reports go to XCom
+    and to the ledger; a failed step fails the task (the failure notifier tells people). Retries are
+    safe: the modules are idempotent per incident id.
+    """
+
+    template_fields: Sequence[str] = ("environment", "service", "incident_id", "check_mode", "approved_by")
+    ui_color = "#f4a261"
+
+    def __init__(self, *, scenario: str, step_id: str, environment: str, service: str | None, incident_id: str,
+                 check_mode: bool | str = False, approved_by: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+        self.step_id = step_id
+        self.environment = environment
+        self.service = service
+        self.incident_id = incident_id
+        self.check_mode = check_mode
+        self.approved_by = approved_by
+
+    @staticmethod
+    def _flag(value: bool | str) -> bool:
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes")
+        return bool(value)
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        from incident_ops.core.ledger import Ledger
+        from incident_ops.incident_flow import load, services_for
+        from incident_ops.playbook import DESTRUCTIVE_ACTIONS, run_step
+
+        runbook = load()
+        check_mode = self._flag(self.check_mode)
+        step = runbook.scenario(self.scenario).step(self.step_id)
+        approved_by = self.approved_by if self.approved_by not in (None, "", "None") else None
+        confirm = approved_by is not None or step.action not in DESTRUCTIVE_ACTIONS
+        ledger = Ledger()
+        incident = ledger.get(self.incident_id)
+        services = services_for(self.environment)
+        reports = run_step(
+            runbook, self.environment, self.scenario, self.step_id, services.clients(),
+            overrides=services.settings.action_overrides(),
+            check_mode=check_mode, incident_id=self.incident_id, service=self.service,
+            since=incident["detected_at"].isoformat() if incident.get("detected_at") else None, confirm=confirm,
+        )
+        now = dt.datetime.now(dt.UTC)
+        for report in reports:
+            report["approved_by"] = approved_by
+            report["at"] = now.isoformat()
+            ledger.record_event(
+                self.incident_id, at=now, kind="action", actor=approved_by or "incident_ops",
+                message=f"{report['step']} ({report['action']}{', check mode' if check_mode else ''}): {report['message']}",
+                data=report, idempotency_key=f"action:{report['step']}:{'check' if check_mode else 'apply'}",
+            )
+        if not reports[-1]["ok"]:
+            raise AirflowException(f"step {self.step_id} failed: {reports[-1]['message']}")
+        if not check_mode and any(r["changed"] for r in reports) and incident["status"] == "open":
+            ledger.update(self.incident_id, now, scenario=self.scenario)
+        return reports

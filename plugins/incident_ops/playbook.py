@@ -1,0 +1,149 @@
+"""A scenario's remediation steps, run with the collection's modules (no Airflow).
+
+The incident DAG runs one step per task through `run_step`; the break-glass command line runs a
+whole scenario through `run_playbook`. Both go through the same step parameters (inventory + the
+step's params + guard rails, `incident_ops.actions.registry.step_params`) and the same fallback
+rule: a step that fails and names a `fallback` runs that step next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from incident_ops.actions.base import ActionError, GuardRailError, Result
+from incident_ops.actions.registry import Clients, run_action, step_params
+from incident_ops.core.runbook import Runbook, Step
+
+__all__ = ["DESTRUCTIVE_ACTIONS", "run_playbook", "run_step", "step_report"]
+
+# Steps that change data placement or cut traffic: they need `confirm` (a person's approval).
+DESTRUCTIVE_ACTIONS = frozenset({"rds_failover", "rds_restore_snapshot", "isolate_service"})
+
+
+def step_report(step: Step, result: Result | None, *, error: str | None = None, skipped: str | None = None) -> dict[str, Any]:
+    """One step's outcome in the shape the CLI, XCom and the postmortem use."""
+    if result is None:
+        return {
+            "step": step.id,
+            "action": step.action,
+            "ok": skipped is not None,
+            "changed": False,
+            "skipped": skipped is not None,
+            "before": None,
+            "after": None,
+            "message": skipped or error or "",
+            "details": {},
+            "check_mode": None,
+        }
+    return {
+        "step": step.id,
+        "action": step.action,
+        "ok": result.ok,
+        "changed": result.changed,
+        "skipped": False,
+        "before": result.before,
+        "after": result.after,
+        "message": result.message,
+        "details": result.details,
+        "check_mode": result.check_mode,
+    }
+
+
+def _attempt(
+    runbook: Runbook,
+    environment: str,
+    step: Step,
+    clients: Clients,
+    *,
+    check_mode: bool,
+    service: str | None,
+    incident_id: str,
+    since: str | None,
+    confirm: bool,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    params = step_params(runbook, environment, step, service=service, incident_id=incident_id, since=since,
+                         confirm=confirm)
+    # Endpoint overrides from the connections (e.g. the external status page of a stand-in).
+    params.update((overrides or {}).get(step.action, {}))
+    try:
+        result = run_action(step.action, clients, params, check_mode)
+    except GuardRailError as exc:
+        return step_report(step, None, error=f"refused by guard rail: {exc}")
+    except ActionError as exc:
+        return step_report(step, None, error=f"failed: {exc}")
+    return step_report(step, result)
+
+
+def run_step(
+    runbook: Runbook,
+    environment: str,
+    scenario: str,
+    step_id: str,
+    clients: Clients,
+    *,
+    check_mode: bool,
+    incident_id: str,
+    service: str | None = None,
+    since: str | None = None,
+    confirm: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run one step and, if it failed and names a fallback, the fallback; the reports in order."""
+    plan = runbook.scenario(scenario)
+    step = plan.step(step_id)
+    kwargs = {"check_mode": check_mode, "service": service, "incident_id": incident_id, "since": since,
+              "confirm": confirm, "overrides": overrides}
+    reports = [_attempt(runbook, environment, step, clients, **kwargs)]
+    seen = {step.id}
+    while not reports[-1]["ok"] and step.fallback and step.fallback not in seen:
+        step = plan.step(step.fallback)
+        seen.add(step.id)
+        reports.append(_attempt(runbook, environment, step, clients, **kwargs))
+    return reports
+
+
+def run_playbook(
+    runbook: Runbook,
+    scenario: str,
+    environment: str,
+    clients: Clients,
+    *,
+    check_mode: bool,
+    incident_id: str,
+    service: str | None = None,
+    confirm: bool = False,
+    include_optional: bool = False,
+    since: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every main step of `scenario` in order; optional steps only with `include_optional`.
+
+    `ok` is False when a step's last attempt (after its fallback) failed; the steps after it still
+    run only in check mode (a dry run reports everything it would do).
+    """
+    runbook.environment(environment)
+    plan = runbook.scenario(scenario)
+    steps: list[dict[str, Any]] = []
+    ok = True
+    for step in plan.main_steps():
+        if step.optional and not include_optional:
+            steps.append(step_report(step, None, skipped="optional step: not requested (--include-optional)"))
+            continue
+        if not ok and not check_mode:
+            steps.append(step_report(step, None, error="not run: an earlier step failed"))
+            continue
+        reports = run_step(runbook, environment, scenario, step.id, clients, check_mode=check_mode,
+                           incident_id=incident_id, service=service, since=since, confirm=confirm,
+                           overrides=overrides)
+        steps.extend(reports)
+        ok = ok and reports[-1]["ok"]
+    return {
+        "scenario": scenario,
+        "environment": environment,
+        "check_mode": check_mode,
+        "incident_id": incident_id,
+        "ok": ok,
+        "steps": steps,
+    }

@@ -1,0 +1,312 @@
+"""The local stack (sandbox + Airflow standalone) and an incident driven through it as people would.
+
+Used by `make demo` (follows one incident, then keeps running), `make demo-once` (unattended, writes
+a JSON report) and the end-to-end tests. People's parts are played through the same interfaces
+people use: the PagerDuty app's acknowledgement (the sandbox's control endpoint) and the Airflow
+REST API for human-in-the-loop answers (scenario choice, approvals), each 2–3 s after the task
+starts waiting, as Airflow needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+
+from scripts.airflow_local import (  # noqa: E402
+    PROJECT_ROOT,
+    ManagedProcess,
+    airflow_env,
+    api_token,
+    wait_for_http,
+)
+
+DAG_ID = "incident_response"
+TERMINAL_RUN_STATES = {"success", "failed"}
+SCENARIO_ALARMS = {
+    "deploy": "peoplebooster-production-alb-5xx",
+    "resource": "peoplebooster-production-backend-cpu-high",
+    "database": "peoplebooster-production-rds-connections-high",
+    "external": "peoplebooster-production-health-check-failed",
+    "security": "peoplebooster-production-health-check-failed",
+}
+SCENARIO_SYMPTOMS = {
+    "deploy": "全ユーザーがアクセス不可",
+    "resource": "レポート生成が遅い",
+    "database": "診断機能が動作しない",
+    "external": "診断機能が動作しない",
+    "security": "不正アクセスの疑い",
+}
+
+
+def sandbox_connections(endpoints: dict[str, Any]) -> dict[str, str]:
+    """AIRFLOW_CONN_* variables pointing every integration at the sandbox."""
+    ca = endpoints["ca_bundle"]
+    conns = {
+        "aws_default": {"conn_type": "aws", "login": "testing", "password": "testing",
+                        "extra": {"endpoint_url": endpoints["aws"], "region_name": endpoints.get("region", "ap-northeast-1")}},
+        "slack_api_default": {"conn_type": "slack", "password": "xoxb-sandbox-token",
+                              "extra": {"base_url": endpoints["slack_api"]}},
+        "pagerduty_default": {"conn_type": "generic", "password": "sandbox-pagerduty-token",
+                              "extra": {"routing_key": "sandbox-routing-key", "events_url": endpoints["pagerduty"],
+                                        "rest_url": endpoints["pagerduty"], "from_email": "incident-ops@peoplebooster.com",
+                                        "ca_bundle": ca}},
+        "github_default": {"conn_type": "http", "host": endpoints["github_api"], "password": "sandbox-github-token"},
+        "sentry_default": {"conn_type": "http", "host": endpoints["sentry"], "password": "sandbox-sentry-token"},
+        "peoplebooster_api": {"conn_type": "http", "host": endpoints["api_base_url"], "password": "sandbox-password",
+                              "extra": {"health_url": endpoints["health_url"],
+                                        "external_status_url": endpoints["external_status_url"]}},
+    }
+    env = {f"AIRFLOW_CONN_{name.upper()}": json.dumps(conn) for name, conn in conns.items()}
+    env["INCIDENT_OPS_CA_BUNDLE"] = ca
+    return env
+
+
+class AirflowApi:
+    """The parts of Airflow's REST API (v2) a person's client uses."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._token = api_token(base_url)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(method, f"{self.base_url}/api/v2{path}",
+                                    headers={"Authorization": f"Bearer {self._token}"}, timeout=30, **kwargs)
+        if response.status_code == 401:
+            self._token = api_token(self.base_url)
+            return self._request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        answer = self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        return answer.get("value")
+
+    def pending_hitl(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        answer = self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails?response_received=false")
+        return answer.get("hitl_details", [])
+
+    def answer_hitl(self, dag_id: str, run_id: str, task_id: str, chosen: list[str]) -> Any:
+        return self._request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+                             json={"chosen_options": chosen, "params_input": {}})
+
+
+@dataclass
+class LocalStack:
+    """The sandbox and Airflow standalone, each in its own process group."""
+
+    state_dir: Path
+    port: int = 8080
+    sandbox_ports: dict[str, int] = field(default_factory=lambda: {"aws": 5055, "http": 5056, "https": 5057})
+    runbook: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    sandbox: ManagedProcess | None = None
+    airflow: ManagedProcess | None = None
+    endpoints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, say: Callable[[str], None] = print) -> LocalStack:
+        from sandbox.client import SandboxClient, load_endpoints
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        sandbox_state = self.state_dir / "sandbox"
+        (sandbox_state / "endpoints.json").unlink(missing_ok=True)
+        env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'include'}"}
+        if self.runbook:
+            env["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
+        say("starting the sandbox (moto, Slack, PagerDuty, GitHub, Sentry, PeopleBooster API) ...")
+        self.sandbox = ManagedProcess(
+            "sandbox",
+            [sys.executable, "-m", "sandbox", "--state-dir", str(sandbox_state),
+             "--aws-port", str(self.sandbox_ports["aws"]), "--http-port", str(self.sandbox_ports["http"]),
+             "--https-port", str(self.sandbox_ports["https"])],
+            env, self.state_dir / "logs" / "sandbox.log",
+        ).start()
+        deadline = time.monotonic() + 90
+        while not (sandbox_state / "endpoints.json").exists():
+            if not self.sandbox.running() or time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox did not start; see {self.sandbox.log_path}")
+            time.sleep(0.3)
+        self.endpoints = load_endpoints(sandbox_state)
+        SandboxClient(self.endpoints).wait_ready()
+        extra = {**sandbox_connections(self.endpoints), **self.extra_env}
+        if self.runbook:
+            extra["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
+        say(f"starting Airflow standalone on {self.base_url} ...")
+        self.airflow = ManagedProcess(
+            "airflow standalone",
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            airflow_env(self.state_dir, port=self.port, extra=extra),
+            self.state_dir / "logs" / "standalone.log",
+        ).start()
+        wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=240, process=self.airflow)
+        self.wait_for_dag(DAG_ID)
+        return self
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        api = AirflowApi(self.base_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                api._request("GET", f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        errors = []
+        for process in (self.airflow, self.sandbox):
+            if process is not None:
+                try:
+                    process.stop()
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+    def sandbox_client(self):
+        from sandbox.client import SandboxClient
+
+        return SandboxClient(self.endpoints)
+
+
+def incident_conf(scenario: str, *, check_mode: bool = False, choose_in_ui: bool = True) -> dict[str, Any]:
+    """What monitoring sends for the injected scenario (the scenario is left to the evidence and a person)."""
+    return {
+        "symptom": SCENARIO_SYMPTOMS[scenario],
+        "severity": "auto",
+        "service": "backend",
+        "environment": "production",
+        "reporter": "cloudwatch",
+        "scenario": "auto" if choose_in_ui else scenario,
+        "check_mode": check_mode,
+        "alarm": {"AlarmName": SCENARIO_ALARMS[scenario], "NewStateValue": "ALARM"},
+    }
+
+
+def follow_run(
+    stack: LocalStack,
+    run_id: str,
+    *,
+    scenario: str,
+    approve: bool = True,
+    timeout: float = 900,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Poll the run; play the people's parts; return the final run and task states."""
+    api = AirflowApi(stack.base_url)
+    sandbox = stack.sandbox_client()
+    seen: dict[str, str] = {}
+    waiting_since: dict[str, float] = {}
+    acknowledged = False
+    deadline = time.monotonic() + timeout
+    incident_id = None
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        run = api.run(DAG_ID, run_id)
+        for ti in sorted(api.task_instances(DAG_ID, run_id), key=lambda t: t.get("start_date") or ""):
+            state = ti.get("state") or "none"
+            if seen.get(ti["task_id"]) != state:
+                seen[ti["task_id"]] = state
+                if state not in ("none", "scheduled", "queued"):
+                    say(f"  {ti['task_id']:<40} {state}")
+        if incident_id is None and seen.get("detect.open_incident") == "success":
+            incident_id = api.xcom(DAG_ID, run_id, "detect.open_incident")["id"]
+            say(f"  incident {incident_id}")
+        if incident_id and not acknowledged and seen.get("detect.notify_responders") == "success":
+            time.sleep(2)
+            sandbox.acknowledge(incident_id, user="PTANAKA")
+            acknowledged = True
+            say("  (PagerDuty: the on-call engineer acknowledged in the app)")
+        for detail in api.pending_hitl(DAG_ID, run_id):
+            task_id = detail["task_instance"]["task_id"] if "task_instance" in detail else detail.get("task_id")
+            first = waiting_since.setdefault(task_id, time.monotonic())
+            if time.monotonic() - first < 2.5:
+                continue
+            options = detail.get("options") or []
+            if task_id.endswith("choose_scenario"):
+                chosen = [next(o for o in options if o.startswith(f"{scenario}:"))]
+            else:
+                chosen = ["Approve" if approve else "Reject"]
+            api.answer_hitl(DAG_ID, run_id, task_id, chosen)
+            say(f"  (Airflow UI: a person answered {task_id}: {chosen[0]})")
+            waiting_since[task_id] = float("inf")
+        if run.get("state") in TERMINAL_RUN_STATES:
+            break
+        time.sleep(1)
+    else:
+        raise TimeoutError(f"run {run_id} not finished within {timeout:.0f}s")
+    return {"run": run, "tasks": seen, "incident_id": incident_id}
+
+
+def run_incident(
+    stack: LocalStack,
+    scenario: str,
+    *,
+    check_mode: bool = False,
+    approve: bool = True,
+    say: Callable[[str], None] = print,
+    timeout: float = 900,
+) -> dict[str, Any]:
+    """Break `scenario` in the sandbox, send its alarm, follow the run; the report of what happened."""
+    sandbox = stack.sandbox_client()
+    sandbox.reset()
+    records_from = len(sandbox.records())
+    before = sandbox.state()
+    sandbox.break_scenario(scenario)
+    broken = sandbox.state()
+    say(f"injected scenario {scenario!r}: health {broken.get('health', {}).get('status')}")
+    api = AirflowApi(stack.base_url)
+    started = time.monotonic()
+    run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
+    say(f"triggered {DAG_ID} run {run['dag_run_id']}")
+    followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say)
+    after = sandbox.state()
+    status, health = sandbox.health()
+    incident_id = followed["incident_id"]
+    postmortem = None
+    if followed["tasks"].get("postmortem.write_postmortem") == "success":
+        postmortem = api.xcom(DAG_ID, run["dag_run_id"], "postmortem.write_postmortem")["path"]
+    records = sandbox.records()[records_from:]
+    return {
+        "incident_id": incident_id,
+        "scenario": scenario,
+        "check_mode": check_mode,
+        "severity": (api.xcom(DAG_ID, run["dag_run_id"], "detect.open_incident") or {}).get("severity")
+        if followed["tasks"].get("detect.open_incident") == "success" else None,
+        "dag_run_id": run["dag_run_id"],
+        "dag_run_state": followed["run"].get("state"),
+        "seconds": round(time.monotonic() - started, 1),
+        "tasks": followed["tasks"],
+        "healthy": status == 200 and isinstance(health, dict) and health.get("status") == "healthy",
+        "health": health,
+        "slack_messages": [r for r in sandbox.slack_messages()],
+        "pagerduty_events": sandbox.pagerduty_events(),
+        "aws": {"before": before.get("aws"), "broken": broken.get("aws"), "after": after.get("aws")},
+        "postmortem": postmortem,
+        "records": len(records),
+    }
