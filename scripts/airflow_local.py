@@ -20,7 +20,15 @@ from typing import IO
 
 import requests
 
-__all__ = ["DEMO_PASSWORD", "DEMO_USER", "ManagedProcess", "airflow_env", "api_token", "wait_for_http"]
+__all__ = [
+    "DEMO_PASSWORD",
+    "DEMO_USER",
+    "ManagedProcess",
+    "airflow_env",
+    "api_token",
+    "free_port_block",
+    "wait_for_http",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_USER = "admin"
@@ -138,6 +146,29 @@ class ManagedProcess:
             self._log.close()
         if self.group_alive():
             raise RuntimeError(f"{self.name}: processes of group {self.pgid} survived SIGKILL")
+
+
+def free_port_block(size: int = 4, low: int = 20000, high: int = 30000) -> int:
+    """A base port with `size` consecutive free ports, below the kernel's ephemeral range (where
+    outgoing connections of other processes could take a port between our check and our bind)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(low, high - size)
+        socks = []
+        try:
+            for offset in range(size):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {size} consecutive free ports in {low}-{high}")
 
 
 def wait_for_http(url: str, timeout: float = 120.0, process: ManagedProcess | None = None) -> None:

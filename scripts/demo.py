@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import time
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     base = args.sandbox_port_base
+    # Every demo starts from a clean state (Airflow's database, the ledger, the sandbox).
+    shutil.rmtree(args.state, ignore_errors=True)
     stack = LocalStack(args.state, port=args.port, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2})
     status = 0
     try:

@@ -271,8 +271,12 @@ def run_incident(
     approve: bool = True,
     say: Callable[[str], None] = print,
     timeout: float = 900,
+    faults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Break `scenario` in the sandbox, send its alarm, follow the run; the report of what happened."""
+    """Break `scenario` in the sandbox, send its alarm, follow the run; the report of what happened.
+
+    `faults` are switched on in the sandbox (see its /_sandbox/faults) after the break, off at the end.
+    """
     sandbox = stack.sandbox_client()
     sandbox.reset()
     records_from = len(sandbox.records())
@@ -280,11 +284,18 @@ def run_incident(
     sandbox.break_scenario(scenario)
     broken = sandbox.state()
     say(f"injected scenario {scenario!r}: health {broken.get('health', {}).get('status')}")
+    if faults:
+        sandbox.set_faults(**faults)
+        say(f"faults on: {faults}")
     api = AirflowApi(stack.base_url)
     started = time.monotonic()
-    run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
-    say(f"triggered {DAG_ID} run {run['dag_run_id']}")
-    followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say)
+    try:
+        run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
+        say(f"triggered {DAG_ID} run {run['dag_run_id']}")
+        followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say)
+    finally:
+        if faults:
+            sandbox.set_faults(**{name: None for name in faults if not name.endswith("_count")})
     after = sandbox.state()
     status, health = sandbox.health()
     incident_id = followed["incident_id"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from scripts.airflow_local import free_port_block
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_under(root: Path) -> list[str]:
@@ -35,15 +30,16 @@ def processes_under(root: Path) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if f"AIRFLOW_HOME={root}".encode() in environ:
+        if f"AIRFLOW_HOME={root}".encode() in environ or f"--state-dir {root.parent}".encode() in cmdline.encode():
             found.append(f"{proc.name}: {cmdline}")
     return found
 
 
 def test_demo_starts_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
-    port = free_port()
+    base = free_port_block(4)
     demo = subprocess.Popen(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "demo.py"), "--port", str(port), "--state", str(tmp_path)],
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "demo.py"), "--port", str(base + 3), "--state", str(tmp_path),
+         "--no-incident", "--sandbox-port-base", str(base)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -58,13 +54,12 @@ def test_demo_starts_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             if not line:
                 break
             output.append(line)
-            if "Press Ctrl-C" in line:
+            if "Ctrl-C stops it all" in line:
                 break
         text = "".join(output)
-        assert "Press Ctrl-C" in text, text
-        assert f"http://127.0.0.1:{port}" in text
-        assert "incident_response" in text
-        assert "Import errors" not in text
+        assert "Ctrl-C stops it all" in text, text
+        assert f"http://127.0.0.1:{base + 3}" in text
+        assert "Sandbox" in text
         assert processes_under(tmp_path / "airflow"), "Airflow should be running before Ctrl-C"
 
         demo.send_signal(signal.SIGINT)

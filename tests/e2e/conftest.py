@@ -1,0 +1,36 @@
+"""One local stack (sandbox + Airflow standalone on SQLite) shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
+from scripts.airflow_local import free_port_block
+from scripts.incident_runner import LocalStack
+
+
+@pytest.fixture(scope="session")
+def fast_runbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's runbook with a quicker verification (same rules, shorter waits)."""
+    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
+    path = tmp_path_factory.mktemp("runbook") / "peoplebooster.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, fast_runbook: Path) -> Iterator[LocalStack]:
+    base = free_port_block(4)
+    state = tmp_path_factory.mktemp("stack")
+    local = LocalStack(state, port=base + 3, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2},
+                       runbook=fast_runbook)
+    try:
+        local.start(say=lambda _: None)
+        yield local
+    finally:
+        local.stop()

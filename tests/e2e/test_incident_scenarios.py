@@ -1,0 +1,130 @@
+"""Every scenario through the whole incident DAG against the sandbox, with a real scheduler.
+
+People's parts are played through their real interfaces (PagerDuty acknowledgement, Airflow REST
+API answers to the human-in-the-loop tasks). Assertions are on what the sandbox recorded and on the
+ledger, never on mocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+
+from incident_ops.core.ledger import Ledger
+from scripts.incident_runner import LocalStack, run_incident
+
+pytestmark = pytest.mark.slow
+
+DECLARATION = [
+    r"^<!channel> 【P[12]インシデント発生】$",
+    r"^発生時刻: \d\d:\d\d$",
+    r"^症状: .+$",
+    r"^影響範囲: .+$",
+    r"^対応者: (<@U\w+> ?)+$",
+    r"^状況チャンネル: #incident-\d{8}(-\d+)?$",
+]
+RECOVERY = [
+    r"^<!channel> 【インシデント復旧】$",
+    r"^復旧時刻: \d\d:\d\d$",
+    r"^障害時間: \d+時間\d+分$",
+    r"^原因: .+$",
+    r"^対応内容: .+$",
+    r"^今後の対応: ポストモーテム実施予定$",
+]
+SECTIONS = ["概要", "タイムライン", "影響範囲", "根本原因", "対応内容", "改善策", "アクションアイテム"]
+
+
+def matches_template(text: str, template: list[str]) -> bool:
+    lines = text.splitlines()
+    return len(lines) == len(template) and all(re.match(p, line) for p, line in zip(template, lines, strict=True))
+
+
+def ledger_for(stack: LocalStack) -> Ledger:
+    return Ledger(f"sqlite:///{stack.state_dir / 'ledger.db'}")
+
+
+def aws_healed(scenario: str, aws: dict) -> bool:
+    """The remediation really changed AWS (moto) the way the scenario needs."""
+    before, broken, after = aws["before"], aws["broken"], aws["after"]
+    if scenario == "deploy":
+        return broken["bad_deploy"] and after["task_definition"] == before["task_definition"] and not after["bad_deploy"]
+    if scenario == "resource":
+        return broken["desired_count"] < broken["need"] <= after["desired_count"]
+    if scenario == "database":
+        return broken["failed_writer"] is not None and after["writer"] != broken["failed_writer"]
+    if scenario == "external":
+        return broken["external_fallback_flag"] == "off" and after["external_fallback_flag"] == "on"
+    if scenario == "security":
+        return broken["compromised"] and after["security_groups"] == [after["quarantine_group"]]
+    raise AssertionError(scenario)
+
+
+@pytest.mark.parametrize("scenario", ["deploy", "resource", "database", "external", "security"])
+def test_scenario_end_to_end(stack: LocalStack, scenario: str) -> None:
+    report = run_incident(stack, scenario, say=lambda _: None, timeout=600)
+    assert report["dag_run_state"] == "success", report["tasks"]
+    assert report["healthy"], report["health"]
+    assert aws_healed(scenario, report["aws"]), report["aws"]
+
+    incident_id = report["incident_id"]
+    texts = [m["text"] for m in report["slack_messages"]]
+    declarations = [t for t in texts if "インシデント発生】" in t]
+    recoveries = [t for t in texts if "【インシデント復旧】" in t]
+    if report["severity"] in ("P1", "P2"):
+        assert declarations and all(matches_template(t, DECLARATION) for t in declarations), declarations
+        # once in #dev-team and once in the incident channel, never twice in the same place
+        assert len(declarations) == 2
+    assert len(recoveries) == 2 and all(matches_template(t, RECOVERY) for t in recoveries), recoveries
+
+    events = [e for e in report["pagerduty_events"] if e["dedup_key"] == incident_id]
+    assert [e["event_action"] for e in events][0] == "trigger"
+    assert events[-1]["event_action"] == "resolve"
+    assert {e["dedup_key"] for e in report["pagerduty_events"]} == {incident_id}
+
+    ledger = ledger_for(stack)
+    record = ledger.get(incident_id)
+    assert record["status"] == "recovered"
+    assert record["postmortem_due_at"] is not None
+    kinds = [e["kind"] for e in ledger.events(incident_id)]
+    for kind in ("opened", "classified", "declared", "notified", "acknowledged", "evidence", "action", "recovered",
+                 "postmortem_draft"):
+        assert kind in kinds, kinds
+    actions = [e["data"] for e in ledger.events(incident_id) if e["kind"] == "action"]
+    assert any(a["changed"] for a in actions)
+
+    path = Path(report["postmortem"].removeprefix("file://"))
+    document = path.read_text(encoding="utf-8")
+    positions = [document.index(f"## {section}") for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert incident_id in document
+
+
+def test_check_mode_changes_nothing_and_the_incident_stays_open(stack: LocalStack) -> None:
+    report = run_incident(stack, "resource", check_mode=True, say=lambda _: None, timeout=600)
+    broken, after = report["aws"]["broken"], report["aws"]["after"]
+    assert after["desired_count"] == broken["desired_count"]
+    assert after["task_definition"] == broken["task_definition"]
+    # Nothing was fixed, so health never returns: the run fails, the incident stays open, people are told.
+    assert not report["healthy"]
+    assert report["dag_run_state"] == "failed"
+    assert report["tasks"]["verify.wait_for_health"] == "failed"
+    record = ledger_for(stack).get(report["incident_id"])
+    assert record["status"] == "open"
+    actions = [e["data"] for e in ledger_for(stack).events(report["incident_id"]) if e["kind"] == "action"]
+    assert actions and all(a["check_mode"] and not a["changed"] for a in actions if not a.get("skipped"))
+    failure_notices = [m for m in report["slack_messages"] if "verify.wait_for_health" in m["text"]]
+    assert failure_notices, [m["text"] for m in report["slack_messages"]]
+    ledger_for(stack).close(report["incident_id"], dt.datetime.now(dt.UTC))  # free the fingerprint for later tests
+
+
+def test_slack_errors_during_declaration_post_once(stack: LocalStack) -> None:
+    report = run_incident(stack, "external", say=lambda _: None, timeout=600,
+                          faults={"slack": 500, "slack_count": 4})
+    assert report["dag_run_state"] == "success"
+    declarations = [m for m in report["slack_messages"] if "インシデント発生】" in m["text"]]
+    assert len(declarations) == 2  # #dev-team and the incident channel, each once despite the 500s
+    pages = [e for e in report["pagerduty_events"] if e["event_action"] == "trigger"]
+    assert len(pages) == 1
