@@ -239,9 +239,13 @@ def follow_run(
             say(f"  incident {incident_id}")
         if incident_id and not acknowledged and seen.get("detect.notify_responders") == "success":
             time.sleep(2)
-            sandbox.acknowledge(incident_id, user="PTANAKA")
+            if any(i.get("dedup_key") == incident_id for i in sandbox.pagerduty_incidents()):
+                sandbox.acknowledge(incident_id, user="PTANAKA")
+                say("  (PagerDuty: the on-call engineer acknowledged in the app)")
+            else:  # P3/P4 page nobody: a person starts the response from the Airflow UI instead
+                api.trigger("incident_acknowledge", {"incident_id": incident_id, "responder": "田中 太郎"})
+                say("  (Airflow UI: a person triggered incident_acknowledge)")
             acknowledged = True
-            say("  (PagerDuty: the on-call engineer acknowledged in the app)")
         for detail in api.pending_hitl(DAG_ID, run_id):
             task_id = detail["task_instance"]["task_id"] if "task_instance" in detail else detail.get("task_id")
             first = waiting_since.setdefault(task_id, time.monotonic())

@@ -289,6 +289,16 @@ def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def was_paged(ledger: Ledger, incident_id: str) -> bool:
+    """Whether PagerDuty holds an incident for this one (P3/P4 page nobody: nothing to ack or resolve)."""
+    for event in ledger.events(incident_id):
+        if event["kind"] in ("notified", "escalated"):
+            for result in (event.get("data") or {}).get("results", []):
+                if result.get("via") in ("pagerduty", "phone") and result.get("ok"):
+                    return True
+    return False
+
+
 def acknowledge_incident(incident_id: str, responder: str) -> dict[str, Any]:
     """対応開始 from a person (Airflow UI or CLI): ledger first, then PagerDuty's incident."""
     ledger = Ledger()
@@ -299,7 +309,7 @@ def acknowledge_incident(incident_id: str, responder: str) -> dict[str, Any]:
         ledger.record_event(incident_id, at=now, kind="acknowledged", actor=responder,
                             message=f"対応開始: {responder}", idempotency_key="acknowledged")
     pager = services_for(record["environment"]).pager
-    if pager is not None and pager.events is not None:
+    if pager is not None and pager.events is not None and was_paged(ledger, incident_id):
         pager.acknowledge(incident_id)
     record = ledger.get(incident_id)
     return {"incident_id": incident_id, "acknowledged_by": record.get("acknowledged_by"),
@@ -511,7 +521,7 @@ def announce_recovery(incident: dict[str, Any]) -> dict[str, Any]:
     if services.slack is not None:
         for where in filter(None, (runbook.contacts.channels["dev_team"], record.get("slack_channel_id"))):
             services.slack.post(where, text, idempotency_key=f"{incident['id']}:recovery:{where}")
-    if services.pager is not None and services.pager.events is not None:
+    if services.pager is not None and services.pager.events is not None and was_paged(ledger, incident["id"]):
         services.pager.resolve(incident["id"])
     ledger.record_event(incident["id"], at=recovered_at, kind="recovered", actor="incident_ops",
                         message=text.splitlines()[1] if "\n" in text else text, idempotency_key="recovered")

@@ -79,18 +79,23 @@ def test_scenario_end_to_end(stack: LocalStack, scenario: str) -> None:
         assert len(declarations) == 2
     assert len(recoveries) == 2 and all(matches_template(t, RECOVERY) for t in recoveries), recoveries
 
-    events = [e for e in report["pagerduty_events"] if e["dedup_key"] == incident_id]
-    assert [e["event_action"] for e in events][0] == "trigger"
-    assert events[-1]["event_action"] == "resolve"
-    assert {e["dedup_key"] for e in report["pagerduty_events"]} == {incident_id}
+    events = report["pagerduty_events"]
+    if report["severity"] in ("P1", "P2"):  # paged: trigger first, resolve last, one dedup key
+        assert events[0]["event_action"] == "trigger"
+        assert events[-1]["event_action"] == "resolve"
+        assert {e["dedup_key"] for e in events} == {incident_id}
+    else:  # P3/P4 page nobody (escalation matrix: Slack only)
+        assert events == []
 
     ledger = ledger_for(stack)
     record = ledger.get(incident_id)
     assert record["status"] == "recovered"
-    assert record["postmortem_due_at"] is not None
+    # postmortem required (due 48 h after recovery) for P1/P2 only
+    assert (record["postmortem_due_at"] is not None) == (report["severity"] in ("P1", "P2"))
     kinds = [e["kind"] for e in ledger.events(incident_id)]
-    for kind in ("opened", "classified", "declared", "notified", "acknowledged", "evidence", "action", "recovered",
-                 "postmortem_draft"):
+    declared = "declared" if report["severity"] in ("P1", "P2") else "channel_opened"
+    for kind in ("opened", "classified", declared, "notified", "confirmed", "acknowledged", "evidence", "action",
+                 "recovered", "postmortem_draft"):
         assert kind in kinds, kinds
     actions = [e["data"] for e in ledger.events(incident_id) if e["kind"] == "action"]
     assert any(a["changed"] for a in actions)
@@ -114,7 +119,9 @@ def test_check_mode_changes_nothing_and_the_incident_stays_open(stack: LocalStac
     record = ledger_for(stack).get(report["incident_id"])
     assert record["status"] == "open"
     actions = [e["data"] for e in ledger_for(stack).events(report["incident_id"]) if e["kind"] == "action"]
-    assert actions and all(a["check_mode"] and not a["changed"] for a in actions if not a.get("skipped"))
+    # each step reported what it would do (changed = would change), in check mode
+    assert actions and all(a["check_mode"] for a in actions if not a.get("skipped"))
+    assert any(a["changed"] for a in actions)
     failure_notices = [m for m in report["slack_messages"] if "verify.wait_for_health" in m["text"]]
     assert failure_notices, [m["text"] for m in report["slack_messages"]]
     ledger_for(stack).close(report["incident_id"], dt.datetime.now(dt.UTC))  # free the fingerprint for later tests

@@ -50,7 +50,9 @@ class IncidentFailureNotifier(BaseNotifier):
             if services.slack is not None:
                 channel = record.get("slack_channel_id") or runbook.contacts.channels["dev_team"]
                 services.slack.post(channel, text, idempotency_key=f"{incident['id']}:failed:{ti.task_id}:{ti.try_number}")
-            if services.pager is not None and services.pager.events is not None:
+            # Page only while the incident is open: after recovery a late failure (e.g. the postmortem
+            # draft) must not re-open the PagerDuty incident and wake people.
+            if services.pager is not None and services.pager.events is not None and record["status"] == "open":
                 services.pager.trigger(
                     incident["id"], summary=f"[{incident.get('severity')}] automation step failed: {ti.task_id}",
                     severity=incident.get("severity", "P2"), source="incident_ops",

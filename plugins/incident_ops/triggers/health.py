@@ -9,7 +9,9 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-__all__ = ["HealthTrigger"]
+__all__ = ["MIN_FIRST_WAIT", "HealthTrigger"]
+
+MIN_FIRST_WAIT = 5.0
 
 
 class HealthTrigger(BaseTrigger):
@@ -40,10 +42,14 @@ class HealthTrigger(BaseTrigger):
 
         session = requests.Session()
         session.verify = self.verify
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = started + self.timeout
         streak = 0
         answers: list[dict[str, Any]] = []
         while True:
+            # Let the scheduler see this task's deferral before the event can resume it: firing within
+            # a scheduler loop of the defer races Airflow's executor-event check (task marked failed).
+            await asyncio.sleep(max(self.interval, MIN_FIRST_WAIT) if not answers else self.interval)
             result = await asyncio.to_thread(check_health, session, self.url, self.request_timeout)
             answers.append({"healthy": result.healthy, "status_code": result.status_code,
                             "checks": result.checks, "latency_ms": result.latency_ms, "error": result.error})
@@ -56,4 +62,3 @@ class HealthTrigger(BaseTrigger):
                 yield TriggerEvent({"healthy": False, "consecutive": streak, "answers": answers,
                                     "reason": f"not {self.consecutive}x healthy within {self.timeout:.0f}s"})
                 return
-            await asyncio.sleep(self.interval)
