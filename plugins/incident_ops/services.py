@@ -22,7 +22,14 @@ from incident_ops.clients.sentry import SentryClient
 from incident_ops.clients.slack import IncidentSlack, make_web_client
 from incident_ops.core.runbook import Environment
 
-__all__ = ["ENV_VARIABLES", "IncidentServices", "ServiceSettings", "SmtpSettings"]
+__all__ = [
+    "AWS_CALL_LOG_VARIABLE",
+    "ENV_VARIABLES",
+    "IncidentServices",
+    "ServiceSettings",
+    "SmtpSettings",
+    "record_aws_calls",
+]
 
 # The variables `ServiceSettings.from_env` reads (documented in the README).
 ENV_VARIABLES: dict[str, str] = {
@@ -143,6 +150,26 @@ class ServiceSettings:
         return overrides
 
 
+AWS_CALL_LOG_VARIABLE = "INCIDENT_OPS_AWS_CALL_LOG"
+# boto3 service name -> IAM action prefix, where they differ.
+IAM_PREFIXES = {"elbv2": "elasticloadbalancing"}
+
+
+def record_aws_calls(client: Any, path: str) -> None:
+    """Append every API call the client makes as `iam-prefix:Operation` to `path` (one per line).
+
+    For the least-privilege check: the end-to-end runs record what the collection really calls.
+    """
+    service = client.meta.service_model.service_name
+    prefix = IAM_PREFIXES.get(service, service)
+
+    def log_call(model: Any, **_: Any) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{prefix}:{model.name}\n")
+
+    client.meta.events.register("before-call.*.*", log_call)
+
+
 class IncidentServices:
     """Lazily built clients for one environment. `aws_client` makes a boto3 client by service name."""
 
@@ -167,7 +194,10 @@ class IncidentServices:
     def aws(self, name: str) -> Any:
         cache = self.__dict__.setdefault("_aws", {})
         if name not in cache:
-            cache[name] = self._aws_client(name)
+            client = self._aws_client(name)
+            if os.environ.get(AWS_CALL_LOG_VARIABLE):
+                record_aws_calls(client, os.environ[AWS_CALL_LOG_VARIABLE])
+            cache[name] = client
         return cache[name]
 
     def clients(self, *, with_github: bool = True) -> Clients:
