@@ -48,6 +48,13 @@ ENVIRONMENT = "{{ params.environment }}"
 SERVICE = "{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['service'] }}"
 
 
+def flow():
+    """The task bodies, imported when a task runs (clients and boto3 stay out of DAG parsing)."""
+    from incident_ops import incident_flow
+
+    return incident_flow
+
+
 def scenario_option(name: str) -> str:
     scenario = RUNBOOK.scenarios[name]
     return f"{name}: {scenario.label}（{scenario.remediation}）"
@@ -71,13 +78,11 @@ def scenario_option(name: str) -> str:
     render_template_as_native_obj=True,
 )
 def incident_response() -> None:
-    from incident_ops import incident_flow as flow
-
     @task_group(group_id="detect", tooltip="Phase 1: 検知と初期対応")
     def detect():
         @task
         def open_incident(params: dict | None = None, dag_run=None) -> dict:
-            return flow.open_incident(params, run_id=dag_run.run_id, run_after=dag_run.run_after)
+            return flow().open_incident(params, run_id=dag_run.run_id, run_after=dag_run.run_after)
 
         @task.short_circuit(ignore_downstream_trigger_rules=True)
         def proceed(incident: dict) -> bool:
@@ -86,19 +91,19 @@ def incident_response() -> None:
 
         @task
         def notify_responders(incident: dict) -> dict:
-            return flow.notify_responders(incident)
+            return flow().notify_responders(incident)
 
         @task
         def declare(incident: dict) -> dict:
-            return flow.declare(incident)
+            return flow().declare(incident)
 
         @task
         def confirm(incident: dict) -> dict:
-            return flow.confirm_incident(incident)
+            return flow().confirm_incident(incident)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def escalate_unacknowledged(incident: dict) -> dict:
-            return flow.escalate_unacknowledged(incident)
+            return flow().escalate_unacknowledged(incident)
 
         incident = open_incident()
         gate = proceed(incident)
@@ -115,7 +120,7 @@ def incident_response() -> None:
         # Runs even when the declaration failed: notifications never block the recovery.
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def collect_evidence(incident: dict) -> dict:
-            return flow.collect_evidence(incident)
+            return flow().collect_evidence(incident)
 
         return collect_evidence(incident)
 
@@ -230,11 +235,11 @@ def incident_response() -> None:
 
         @task
         def functional_checks(incident: dict) -> list:
-            return flow.run_functional_checks(incident)
+            return flow().run_functional_checks(incident)
 
         @task
         def announce_recovery(incident: dict) -> dict:
-            return flow.announce_recovery(incident)
+            return flow().announce_recovery(incident)
 
         checks = functional_checks(incident)
         announced = announce_recovery(incident)
@@ -245,7 +250,7 @@ def incident_response() -> None:
     def postmortem(incident, evidence, after):
         @task
         def write_postmortem(incident: dict, evidence: dict) -> dict:
-            return flow.write_postmortem(incident, evidence)
+            return flow().write_postmortem(incident, evidence)
 
         written = write_postmortem(incident, evidence)
         after >> written
