@@ -35,7 +35,7 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 
 # Modules that register more subcommands with @command when imported (e.g. "incident_ops.cli_playbook").
-COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli_playbook",)
+COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli_playbook", "incident_ops.cli_schedule")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ The database itself keeps the two promises the rest of the project relies on:
   `open` or `mitigated`. `open_or_join` inserts, and when a concurrent caller won the race (the index
   refuses the second row) it joins that incident instead: an alarm storm makes one incident.
 - **A retried write is a no-op**: events carry an optional idempotency key (derived from the incident
-  id and the step, never from a clock), unique per incident.
+  id and the step, never from a clock), unique per incident. Notices not tied to one incident (the
+  on-call handoff of a slot) have a unique key of their own in the `notices` table.
 
 Times are stored in UTC and returned as aware UTC datetimes; naive datetimes are refused. Every
 method that changes something takes the time (`at`) as an input.
@@ -55,6 +56,7 @@ __all__ = [
     "incidents_table",
     "metadata",
     "new_incident_id",
+    "notices_table",
     "resolve_url",
 ]
 
@@ -205,6 +207,17 @@ events_table = sa.Table(
     sa.UniqueConstraint("incident_id", "idempotency_key", name="uq_incident_events_key"),
 )
 sa.Index("ix_incident_events_incident_at", events_table.c.incident_id, events_table.c.at)
+
+# Posts that belong to a time slot rather than to an incident (e.g. `oncall:handoff:2026-11-02T10:00+09:00`):
+# one row per key, so a re-run or a catch-up of the slot finds it and posts nothing.
+notices_table = sa.Table(
+    "notices",
+    metadata,
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("data", sa.JSON(none_as_null=True)),
+)
+sa.Index("ix_notices_at", notices_table.c.at)
 
 _COLUMNS = frozenset(incidents_table.c.keys())
 # Set by the ledger itself, never through **fields.
@@ -749,6 +762,52 @@ class Ledger:
             data={"path": str(path) if path else None},
         )
         return incident
+
+    # notices (not tied to one incident) -------------------------------------------------------------
+
+    def record_notice(self, key: str, at: dt.datetime, data: Any = None) -> bool:
+        """Record that the notice `key` (e.g. one handoff slot) went out; `at` is the slot's time.
+        False, recording nothing, when the key is already there."""
+        if not key:
+            raise ValueError("key is required")
+        values = {"key": key, "at": _utc(at, "at"), "data": data}
+        with self._tx() as conn:
+            dialect = conn.dialect.name
+            if dialect in ("postgresql", "sqlite"):
+                if dialect == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert
+                statement = (
+                    insert(notices_table)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=["key"])
+                    .returning(notices_table.c.key)
+                )
+                return conn.execute(statement).first() is not None
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(notices_table).values(values))
+            except IntegrityError:
+                return False
+            return True
+
+    def notice(self, key: str) -> dict[str, Any] | None:
+        """The recorded notice `key` ({key, at, data}), or None."""
+        with self._tx() as conn:
+            row = conn.execute(sa.select(notices_table).where(notices_table.c.key == key)).first()
+        return _row(row) if row is not None else None
+
+    def latest_notice(self, prefix: str, before: dt.datetime | None = None) -> dict[str, Any] | None:
+        """The notice with the latest `at` among keys starting with `prefix` (and `at` < `before`)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = sa.select(notices_table).where(notices_table.c.key.like(f"{escaped}%", escape="\\"))
+        if before is not None:
+            query = query.where(notices_table.c.at < _utc(before, "before"))
+        query = query.order_by(notices_table.c.at.desc(), notices_table.c.key.desc()).limit(1)
+        with self._tx() as conn:
+            row = conn.execute(query).first()
+        return _row(row) if row is not None else None
 
     def close(self, incident_id: str, at: dt.datetime) -> dict[str, Any]:
         """Any status → closed (frees the fingerprint; no more postmortem reminders)."""
