@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws-port", type=int, default=DEFAULT_PORTS["aws"], help="moto server (0 = any free port)")
     parser.add_argument("--http-port", type=int, default=DEFAULT_PORTS["http"])
     parser.add_argument("--https-port", type=int, default=DEFAULT_PORTS["https"])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    parser.add_argument("--public-host", default=None,
+                        help="the name others reach it by (endpoints.json, HTTPS certificate); default: --host, or 127.0.0.1")
     parser.add_argument("--runbook", type=Path, default=None, help="runbook YAML (default: INCIDENT_OPS_RUNBOOK or the project's)")
     parser.add_argument("--environment", default="production", help="the environment whose health the sandbox serves")
     parser.add_argument("--github-delay", type=float, default=3.0, help="seconds a GitHub Actions run takes")
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         github_delay=args.github_delay,
         tick_seconds=args.tick,
         resource_need=args.resource_need,
+        host=args.host,
+        public_host=args.public_host,
     )
     print(json.dumps(sandbox.endpoints, indent=2), flush=True)
     try:

@@ -34,22 +34,22 @@ HOST = "127.0.0.1"
 log = logging.getLogger(__name__)
 
 
-def _bind(port: int) -> socket.socket:
+def _bind(port: int, host: str = HOST) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((HOST, port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise RuntimeError(f"cannot listen on {HOST}:{port}: {exc.strerror} (is another sandbox running?)") from exc
+        raise RuntimeError(f"cannot listen on {host}:{port}: {exc.strerror} (is another sandbox running?)") from exc
     sock.listen(128)
     sock.set_inheritable(False)
     return sock
 
 
-def _check_free(port: int) -> None:
+def _check_free(port: int, host: str = HOST) -> None:
     if port:
-        _bind(port).close()
+        _bind(port, host).close()
 
 
 class _Server:
@@ -133,8 +133,13 @@ def start_sandbox(
     tick_seconds: float = 5.0,
     resource_need: int = 8,
     write_endpoints: bool = True,
+    host: str = HOST,
+    public_host: str | None = None,
 ) -> Sandbox:
-    """Start moto, seed it, serve the app on HTTP and HTTPS; ports None/0 = free ports."""
+    """Start moto, seed it, serve the app on HTTP and HTTPS; ports None/0 = free ports.
+
+    `host` is the address to listen on (0.0.0.0 in a container); `public_host` the name other
+    machines/containers use (it goes into endpoints.json and the HTTPS certificate)."""
     from incident_ops.core.runbook import load_runbook
 
     state_dir = Path(state_dir)
@@ -142,17 +147,19 @@ def start_sandbox(
     runbook = runbook or load_runbook()
     wanted = {"aws": 0, "http": 0, "https": 0, **(ports or {})}
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    _check_free(wanted["aws"])
-    http_sock = _bind(wanted["http"])
-    https_sock = _bind(wanted["https"])
+    local = HOST if host in ("0.0.0.0", "::", "") else host  # how this process reaches its own servers
+    public = public_host or local
+    _check_free(wanted["aws"], host)
+    http_sock = _bind(wanted["http"], host)
+    https_sock = _bind(wanted["https"], host)
     moto_fixes(True)
-    moto = ThreadedMotoServer(ip_address=HOST, port=wanted["aws"], verbose=False)
+    moto = ThreadedMotoServer(ip_address=host, port=wanted["aws"], verbose=False)
     moto.start()
     started: list[Any] = [moto]
     try:
         aws_port = moto.get_host_and_port()[1]
         region = runbook.environment(environment).region
-        aws = AwsClients.create(f"http://{HOST}:{aws_port}", region)
+        aws = AwsClients.create(f"http://{local}:{aws_port}", region)
         ctx = SandboxContext(
             runbook,
             aws,
@@ -163,13 +170,13 @@ def start_sandbox(
             resource_need=resource_need,
         )
         ctx.seed()
-        certs = ensure_certs(state_dir)
+        certs = ensure_certs(state_dir, extra_hosts=[public] if public != local else [])
         http_port = http_sock.getsockname()[1]
         https_port = https_sock.getsockname()[1]
-        http = f"http://{HOST}:{http_port}"
-        https = f"https://{HOST}:{https_port}"
+        http = f"http://{public}:{http_port}"
+        https = f"https://{public}:{https_port}"
         endpoints: dict[str, Any] = {
-            "aws": f"http://{HOST}:{aws_port}",
+            "aws": f"http://{public}:{aws_port}",
             "http": http,
             "https": https,
             "ca_bundle": str(certs.ca_bundle.resolve()),

@@ -13,6 +13,11 @@ from scripts.airflow_local import free_port_block
 from scripts.incident_runner import LocalStack
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The IAM check reads the calls the scenarios made: it runs after them."""
+    items.sort(key=lambda item: item.path.name == "test_iam_calls.py")
+
+
 @pytest.fixture(scope="session")
 def fast_runbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's runbook with a quicker verification (same rules, shorter waits)."""
@@ -28,7 +33,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fast_runbook: Path) -> Itera
     base = free_port_block(4)
     state = tmp_path_factory.mktemp("stack")
     local = LocalStack(state, port=base + 3, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2},
-                       runbook=fast_runbook)
+                       runbook=fast_runbook,
+                       # every AWS call of the workers, for the least-privilege check (test_iam_calls.py)
+                       extra_env={"INCIDENT_OPS_AWS_CALL_LOG": str(state / "aws-calls.log")})
     try:
         local.start(say=lambda _: None)
         yield local

@@ -1,0 +1,500 @@
+"""The production shape without Docker: Airflow on CeleryExecutor + PostgreSQL + Redis, as processes.
+
+`DistributedStack` is what `docker-compose.yaml` runs, one process per compose service, on this
+machine's PostgreSQL and Redis:
+
+| compose service | here |
+|---|---|
+| `postgres` | 127.0.0.1:5432: a fresh database per run for Airflow's metadata, another for the ledger |
+| `redis` | 127.0.0.1:6379: the Celery broker, every key under a per-run prefix, a per-run queue |
+| `airflow-init` | `airflow db migrate` |
+| `airflow-apiserver` | `airflow api-server` (UI, REST API, Execution API, the `/incidents/webhooks/*` plugin) |
+| `airflow-scheduler`, `airflow-dag-processor`, `airflow-triggerer` | the same commands |
+| `airflow-worker` | `airflow celery worker` (small concurrency: 2-core machines) |
+| `sandbox` (profile) | `python -m sandbox` |
+
+Each process runs in its own process group (`scripts.airflow_local.ManagedProcess`) and carries a
+per-run marker variable, so `stop()` can prove that nothing is left: it stops every group, then
+looks through /proc for any process that still carries the marker (killing and reporting it), deletes
+the run's Redis keys and drops both databases. `stop()` returns a `Teardown` saying what it found.
+
+It offers what `scripts.incident_runner.run_incident` needs of a stack (`base_url`,
+`sns_webhook_url`, `sandbox_client()`, `state_dir`, `endpoints`), so an incident runs through it
+exactly as through `LocalStack`:
+
+    .venv/bin/python scripts/distributed.py --scenario deploy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+
+from scripts.airflow_local import (  # noqa: E402
+    PROJECT_ROOT,
+    ManagedProcess,
+    airflow_env,
+    free_port_block,
+    wait_for_http,
+)
+from scripts.incident_runner import (  # noqa: E402
+    DAG_ID,
+    AirflowApi,
+    run_incident,
+    sandbox_connections,
+    sandbox_webhook_env,
+)
+
+__all__ = [
+    "DEFAULT_POSTGRES_URL",
+    "DEFAULT_REDIS_URL",
+    "RUN_MARKER",
+    "DistributedStack",
+    "Teardown",
+    "postgres_parts",
+    "processes_with_marker",
+]
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Every process of a run carries RUN_MARKER=<run id> in its environment (children inherit it).
+RUN_MARKER = "INCIDENT_OPS_DISTRIBUTED_RUN"
+CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
+# The order of `stop()`: the worker first (warm shutdown, nothing new is taken), the API server late
+# (workers and the triggerer report to its Execution API), the sandbox last.
+STOP_ORDER = ("airflow-worker", "airflow-scheduler", "airflow-triggerer", "airflow-dag-processor",
+              "airflow-apiserver", "sandbox")
+
+
+@dataclass
+class Teardown:
+    """What `stop()` found and removed; everything empty means nothing was left behind."""
+
+    stop_errors: list[str] = field(default_factory=list)
+    leftover_processes: list[dict[str, Any]] = field(default_factory=list)
+    redis_keys_deleted: int = 0
+    redis_keys_left: list[str] = field(default_factory=list)
+    databases_dropped: list[str] = field(default_factory=list)
+    databases_left: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.stop_errors or self.leftover_processes or self.redis_keys_left or self.databases_left)
+
+
+def processes_with_marker(run_id: str) -> list[dict[str, Any]]:
+    """Every live process whose environment has RUN_MARKER=run_id (Linux /proc; zombies excluded)."""
+    needle = f"{RUN_MARKER}={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+            state = stat.rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        try:
+            pgid: int | None = os.getpgid(int(entry.name))
+        except ProcessLookupError:
+            pgid = None
+        found.append({"pid": int(entry.name), "pgid": pgid, "cmdline": cmdline[:300]})
+    return found
+
+
+def postgres_parts(url: str) -> dict[str, Any]:
+    """host/port/user/password of a PostgreSQL URL (any SQLAlchemy driver suffix)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return {"host": parsed.host or "127.0.0.1", "port": parsed.port or 5432, "user": parsed.username or "postgres",
+            "password": parsed.password}
+
+
+@dataclass
+class DistributedStack:
+    """api-server, scheduler, dag-processor, triggerer and a Celery worker + the sandbox, per run."""
+
+    state_dir: Path
+    postgres_url: str = DEFAULT_POSTGRES_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    runbook: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    worker_concurrency: int = 4
+    parallelism: int = 8
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    topic_arn: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    teardown: Teardown | None = None
+    _databases: list[str] = field(default_factory=list, repr=False)
+
+    # --- names of this run ----------------------------------------------------------------------
+
+    @property
+    def database(self) -> str:
+        return f"incident_ops_dist_{self.run_id}"
+
+    @property
+    def ledger_database(self) -> str:
+        return f"incident_ops_dist_{self.run_id}_ledger"
+
+    def _pg_url(self, driver: str, database: str) -> str:
+        from sqlalchemy.engine import URL
+
+        parts = postgres_parts(self.postgres_url)
+        return URL.create(f"postgresql+{driver}", username=parts["user"], password=parts["password"],
+                          host=parts["host"], port=parts["port"], database=database).render_as_string(hide_password=False)
+
+    @property
+    def metadata_url(self) -> str:
+        return self._pg_url("psycopg2", self.database)
+
+    @property
+    def ledger_url(self) -> str:
+        return self._pg_url("psycopg", self.ledger_database)
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"incident-ops-{self.run_id}:"
+
+    @property
+    def queue(self) -> str:
+        return f"incident-ops-{self.run_id}"
+
+    @property
+    def worker_hostname(self) -> str:
+        return f"{self.queue}@{socket.gethostname()}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def sns_webhook_url(self) -> str:
+        return f"{self.base_url}/incidents/webhooks/sns"
+
+    def sandbox_client(self):
+        from sandbox.client import SandboxClient
+
+        return SandboxClient(self.endpoints)
+
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    # --- start ----------------------------------------------------------------------------------
+
+    def start(self, say: Callable[[str], None] = print) -> DistributedStack:
+        """Create the databases, start the sandbox, migrate, start the five Airflow processes, wait
+        until the API server is up, the scheduler/triggerer/dag-processor report healthy, the worker
+        answers a Celery ping and the incident DAG is listed. Stops what it started if any of it fails."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        base = free_port_block(6)
+        self.ports = {"aws": base, "http": base + 1, "https": base + 2, "api": base + 3,
+                      "worker_logs": base + 4, "trigger_logs": base + 5}
+        try:
+            say(f"creating databases {self.database} and {self.ledger_database} ...")
+            self._create_databases()
+            self._start_sandbox(say)
+            self.env = self._airflow_env()
+            self._check_executor_importable()
+            say("airflow db migrate ...")
+            self._migrate()
+            say(f"starting api-server on {self.base_url}, scheduler, dag-processor, triggerer, celery worker ...")
+            airflow = str(Path(sys.executable).parent / "airflow")
+            commands = {
+                "airflow-apiserver": [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.ports["api"]),
+                                      "--workers", "1"],
+                "airflow-scheduler": [airflow, "scheduler"],
+                "airflow-dag-processor": [airflow, "dag-processor"],
+                "airflow-triggerer": [airflow, "triggerer"],
+                "airflow-worker": [airflow, "celery", "worker", "--concurrency", str(self.worker_concurrency),
+                                   "--queues", self.queue, "--celery-hostname", self.worker_hostname,
+                                   "--without-gossip", "--without-mingle"],
+            }
+            for name, command in commands.items():
+                self.processes[name] = ManagedProcess(name, command, self.env, self.log_path(name)).start()
+            wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=240,
+                          process=self.processes["airflow-apiserver"])
+            self._wait_components_healthy()
+            self._wait_worker()
+            self._wait_for_dag(DAG_ID)
+            say("distributed stack ready")
+        except BaseException:
+            self.stop()  # its report stays in self.teardown
+            raise
+        return self
+
+    def _create_databases(self) -> None:
+        import psycopg
+
+        parts = postgres_parts(self.postgres_url)
+        with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=10, **parts) as conn:
+            for name in (self.database, self.ledger_database):
+                conn.execute(f'CREATE DATABASE "{name}"')
+                self._databases.append(name)
+
+    def _start_sandbox(self, say: Callable[[str], None]) -> None:
+        from sandbox.client import SandboxClient, load_endpoints
+
+        sandbox_state = self.state_dir / "sandbox"
+        (sandbox_state / "endpoints.json").unlink(missing_ok=True)
+        env = {**os.environ, RUN_MARKER: self.run_id,
+               "PYTHONPATH": f"{PROJECT_ROOT / 'plugins'}:{PROJECT_ROOT / 'include'}"}
+        if self.runbook:
+            env["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
+        say("starting the sandbox ...")
+        process = self.processes["sandbox"] = ManagedProcess(
+            "sandbox",
+            [sys.executable, "-m", "sandbox", "--state-dir", str(sandbox_state), "--aws-port", str(self.ports["aws"]),
+             "--http-port", str(self.ports["http"]), "--https-port", str(self.ports["https"])],
+            env, self.log_path("sandbox"),
+        ).start()
+        deadline = time.monotonic() + 90
+        while not (sandbox_state / "endpoints.json").exists():
+            if not process.running() or time.monotonic() > deadline:
+                raise RuntimeError(f"the sandbox did not start; see {process.log_path}")
+            time.sleep(0.3)
+        self.endpoints = load_endpoints(sandbox_state)
+        client = SandboxClient(self.endpoints)
+        client.wait_ready()
+        self.topic_arn = client.sns_subscriptions()["default_topic_arn"]
+
+    def _airflow_env(self) -> dict[str, str]:
+        from cryptography.fernet import Fernet
+
+        assert self.topic_arn is not None
+        extra = {
+            **sandbox_connections(self.endpoints),
+            **sandbox_webhook_env(self.endpoints, self.topic_arn),
+            RUN_MARKER: self.run_id,
+            # the production shape: the same settings docker-compose.yaml gives every Airflow service
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url,
+            "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.metadata_url}",
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": self.redis_prefix,
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            # one secret for every component (compose: from .env or the shared airflow.cfg)
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            # a session-scoped standalone (the end-to-end tests) may hold the default log ports
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["worker_logs"]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports["trigger_logs"]),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__API__WORKERS": "1",
+            "INCIDENT_OPS_LEDGER_URL": self.ledger_url,
+        }
+        if self.runbook:
+            extra["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
+        extra.update(self.extra_env)
+        return airflow_env(self.state_dir, port=self.ports["api"], extra=extra)
+
+    def _check_executor_importable(self) -> None:
+        """The scheduler and the worker import the CeleryExecutor first thing: fail early, and clearly,
+        when the installed celery and celery provider do not fit together."""
+        result = subprocess.run(
+            [sys.executable, "-c", "import airflow.providers.celery.executors.celery_executor"],
+            env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, start_new_session=True,
+        )
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            raise RuntimeError("the CeleryExecutor cannot be imported with the installed packages: "
+                               f"{lines[-1] if lines else result.returncode}")
+
+    def _migrate(self, timeout: float = 300) -> None:
+        process = ManagedProcess("airflow-init", [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                                 self.env, self.log_path("airflow-init")).start()
+        self.processes["airflow-init"] = process
+        deadline = time.monotonic() + timeout
+        while process.running():
+            if time.monotonic() > deadline:
+                process.stop()
+                raise TimeoutError(f"airflow db migrate did not finish within {timeout:.0f}s; see {process.log_path}")
+            time.sleep(0.5)
+        code = process.process.returncode if process.process else None
+        process.stop()  # reaps it and proves its group is gone
+        if code != 0:
+            raise RuntimeError(f"airflow db migrate exited {code}; see {process.log_path}")
+
+    def _wait_components_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if name != "airflow-init" and not process.running():
+                    raise RuntimeError(f"{name} exited early; see {process.log_path}")
+            try:
+                last = requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).json()
+                if all((last.get(part) or {}).get("status") == "healthy"
+                       for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                    return
+            except (requests.RequestException, ValueError) as exc:
+                last = repr(exc)
+            time.sleep(1)
+        raise TimeoutError(f"Airflow components not healthy within {timeout:.0f}s: {last}")
+
+    def celery_ping(self, timeout: float = 60) -> bool:
+        """`celery inspect ping` of this run's worker, as the compose healthcheck does."""
+        celery = str(Path(sys.executable).parent / "celery")
+        result = subprocess.run(
+            [celery, "--app", CELERY_APP, "inspect", "ping", "--destination", self.worker_hostname, "--timeout", "5"],
+            env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, start_new_session=True,
+        )
+        return result.returncode == 0 and "pong" in result.stdout
+
+    def _wait_worker(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            worker = self.processes["airflow-worker"]
+            if not worker.running():
+                raise RuntimeError(f"the Celery worker exited early; see {worker.log_path}")
+            try:
+                if self.celery_ping():
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"the Celery worker {self.worker_hostname} did not answer a ping within {timeout:.0f}s")
+
+    def _wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        api = AirflowApi(self.base_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                api._request("GET", f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
+
+    # --- stop -----------------------------------------------------------------------------------
+
+    def stop(self) -> Teardown:
+        """Stop every process group, make sure no process of the run is left, delete the run's Redis
+        keys, drop both databases. Never raises: what went wrong is in the returned Teardown."""
+        report = Teardown()
+        names = [n for n in STOP_ORDER if n in self.processes] + [n for n in self.processes if n not in STOP_ORDER]
+        for name in names:
+            try:
+                self.processes[name].stop(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - reported, and the sweep below kills what is left
+                report.stop_errors.append(f"{name}: {exc}")
+        deadline = time.monotonic() + 10
+        leftovers = processes_with_marker(self.run_id)
+        while leftovers and time.monotonic() < deadline:
+            time.sleep(0.5)
+            leftovers = processes_with_marker(self.run_id)
+        if leftovers:
+            report.leftover_processes = leftovers
+            for proc in leftovers:
+                try:
+                    os.kill(proc["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._clean_redis(report)
+        self._drop_databases(report)
+        if self.teardown is None:  # the first stop() is the one that found things; keep its report
+            self.teardown = report
+        return report
+
+    def _clean_redis(self, report: Teardown) -> None:
+        if not self.env:
+            return
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+            keys = list(client.scan_iter(match=f"{self.redis_prefix}*", count=1000))
+            if keys:
+                report.redis_keys_deleted = int(client.delete(*keys))
+            # Anything that names this run's queue must have carried the prefix too.
+            report.redis_keys_left = sorted(k.decode(errors="replace") for k in client.scan_iter(
+                match=f"*{self.queue}*", count=1000))
+        except redis.RedisError as exc:
+            report.stop_errors.append(f"redis cleanup: {exc}")
+
+    def _drop_databases(self, report: Teardown) -> None:
+        if not self._databases:
+            return
+        import psycopg
+
+        parts = postgres_parts(self.postgres_url)
+        try:
+            with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=10, **parts) as conn:
+                for name in list(self._databases):
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    report.databases_dropped.append(name)
+                    self._databases.remove(name)
+                rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                    (f"incident_ops_dist_{self.run_id}%",)).fetchall()
+                report.databases_left = [row[0] for row in rows]
+        except psycopg.Error as exc:
+            report.stop_errors.append(f"dropping databases: {exc}")
+            report.databases_left = list(self._databases)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_path(name)
+        if not path.exists():
+            return f"({path} does not exist)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_tails(self, lines: int = 30) -> str:
+        return "\n\n".join(f"--- {name} ---\n{self.log_tail(name, lines)}" for name in self.processes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One incident through Airflow on CeleryExecutor + PostgreSQL + Redis.")
+    parser.add_argument("--scenario", default="deploy", choices=["deploy", "resource", "database", "external", "security"])
+    parser.add_argument("--state", type=Path, default=PROJECT_ROOT / "state" / "distributed")
+    parser.add_argument("--postgres-url", default=os.environ.get("INCIDENT_OPS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--report", type=Path, default=None, help="write the incident report (JSON) here")
+    args = parser.parse_args(argv)
+    stack = DistributedStack(args.state, postgres_url=args.postgres_url, redis_url=args.redis_url)
+    status = 1
+    try:
+        stack.start()
+        report = run_incident(stack, args.scenario)
+        status = 0 if report["dag_run_state"] == "success" and report["healthy"] else 1
+        print(f"run {report['dag_run_id']}: {report['dag_run_state']}, healthy={report['healthy']}, "
+              f"{report['seconds']} s")
+        if args.report:
+            args.report.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    finally:
+        stack.stop()
+        teardown = stack.teardown or Teardown()  # the first stop's report (start() stops on failure)
+        print(f"stopped: clean={teardown.clean} {teardown}")
+        if not teardown.clean:
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
