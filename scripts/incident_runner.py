@@ -4,7 +4,9 @@ Used by `make demo` (follows one incident, then keeps running), `make demo-once`
 a JSON report) and the end-to-end tests. People's parts are played through the same interfaces
 people use: the PagerDuty app's acknowledgement (the sandbox's control endpoint) and the Airflow
 REST API for human-in-the-loop answers (scenario choice, approvals), each 2–3 s after the task
-starts waiting, as Airflow needs.
+starts waiting, as Airflow needs. The alarm itself arrives the way monitoring sends it: the sandbox,
+acting as Amazon SNS, signs the CloudWatch notification and delivers it to the API server's
+`/incidents/webhooks/sns` (the incident_ops plugin), which opens the incident and starts the run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -32,9 +35,11 @@ from scripts.airflow_local import (  # noqa: E402
 )
 
 DAG_ID = "incident_response"
+# The generic alert webhook's HMAC secret in the local stack (connection incident_webhook).
+SANDBOX_WEBHOOK_SECRET = "sandbox-webhook-secret"
 TERMINAL_RUN_STATES = {"success", "failed"}
 SCENARIO_ALARMS = {
-    "deploy": "peoplebooster-production-alb-5xx",
+    "deploy": "peoplebooster-production-health-check-failed",
     "resource": "peoplebooster-production-backend-cpu-high",
     "database": "peoplebooster-production-rds-connections-high",
     "external": "peoplebooster-production-health-check-failed",
@@ -70,6 +75,19 @@ def sandbox_connections(endpoints: dict[str, Any]) -> dict[str, str]:
     env = {f"AIRFLOW_CONN_{name.upper()}": json.dumps(conn) for name, conn in conns.items()}
     env["INCIDENT_OPS_CA_BUNDLE"] = ca
     return env
+
+
+def sandbox_webhook_env(endpoints: dict[str, Any], topic_arn: str, environment: str = "production") -> dict[str, str]:
+    """What the webhooks need to accept the sandbox's deliveries, all explicit: the sandbox's topic in
+    the allow-list, its HTTPS host:port as an extra certificate host (signatures stay verified), its
+    local CA for that host only, and the generic alert webhook's HMAC secret (connection)."""
+    return {
+        "INCIDENT_OPS_SNS_TOPICS": f"{topic_arn}={environment}",
+        "INCIDENT_OPS_SNS_EXTRA_CERT_HOSTS": urlsplit(endpoints["https"]).netloc,
+        "INCIDENT_OPS_SNS_EXTRA_CA_BUNDLE": endpoints["ca_bundle"],
+        "INCIDENT_OPS_WEBHOOK_VERIFY": "on",
+        "AIRFLOW_CONN_INCIDENT_WEBHOOK": json.dumps({"conn_type": "generic", "password": SANDBOX_WEBHOOK_SECRET}),
+    }
 
 
 class AirflowApi:
@@ -123,10 +141,16 @@ class LocalStack:
     sandbox: ManagedProcess | None = None
     airflow: ManagedProcess | None = None
     endpoints: dict[str, Any] = field(default_factory=dict)
+    topic_arn: str | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def sns_webhook_url(self) -> str:
+        """The SNS webhook the Airflow API server serves (the incident_ops plugin)."""
+        return f"{self.base_url}/incidents/webhooks/sns"
 
     def start(self, say: Callable[[str], None] = print) -> LocalStack:
         from sandbox.client import SandboxClient, load_endpoints
@@ -151,8 +175,11 @@ class LocalStack:
                 raise RuntimeError(f"the sandbox did not start; see {self.sandbox.log_path}")
             time.sleep(0.3)
         self.endpoints = load_endpoints(sandbox_state)
-        SandboxClient(self.endpoints).wait_ready()
-        extra = {**sandbox_connections(self.endpoints), **self.extra_env}
+        sandbox = SandboxClient(self.endpoints)
+        sandbox.wait_ready()
+        self.topic_arn = sandbox.sns_subscriptions()["default_topic_arn"]
+        extra = {**sandbox_connections(self.endpoints), **sandbox_webhook_env(self.endpoints, self.topic_arn),
+                 **self.extra_env}
         if self.runbook:
             extra["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
         say(f"starting Airflow standalone on {self.base_url} ...")
@@ -222,6 +249,7 @@ def follow_run(
     sandbox = stack.sandbox_client()
     seen: dict[str, str] = {}
     waiting_since: dict[str, float] = {}
+    answered: dict[Any, set[str]] = {}
     acknowledged = False
     deadline = time.monotonic() + timeout
     incident_id = None
@@ -230,6 +258,9 @@ def follow_run(
         run = api.run(DAG_ID, run_id)
         for ti in sorted(api.task_instances(DAG_ID, run_id), key=lambda t: t.get("start_date") or ""):
             state = ti.get("state") or "none"
+            if state == "awaiting_input":
+                # Airflow fails an answer sent right after the task starts waiting: time it per try.
+                waiting_since.setdefault(f"{ti['task_id']}#{ti.get('try_number')}", time.monotonic())
             if seen.get(ti["task_id"]) != state:
                 seen[ti["task_id"]] = state
                 if state not in ("none", "scheduled", "queued"):
@@ -247,9 +278,10 @@ def follow_run(
                 say("  (Airflow UI: a person triggered incident_acknowledge)")
             acknowledged = True
         for detail in api.pending_hitl(DAG_ID, run_id):
-            task_id = detail["task_instance"]["task_id"] if "task_instance" in detail else detail.get("task_id")
-            first = waiting_since.setdefault(task_id, time.monotonic())
-            if time.monotonic() - first < 2.5:
+            ti = detail.get("task_instance") or detail
+            task_id = ti.get("task_id")
+            waiting = waiting_since.get(f"{task_id}#{ti.get('try_number')}")
+            if waiting is None or time.monotonic() - waiting < 2.5 or task_id in answered.get(ti.get("try_number"), ()):
                 continue
             options = detail.get("options") or []
             if task_id.endswith("choose_scenario"):
@@ -258,7 +290,7 @@ def follow_run(
                 chosen = ["Approve" if approve else "Reject"]
             api.answer_hitl(DAG_ID, run_id, task_id, chosen)
             say(f"  (Airflow UI: a person answered {task_id}: {chosen[0]})")
-            waiting_since[task_id] = float("inf")
+            answered.setdefault(ti.get("try_number"), set()).add(task_id)
         if run.get("state") in TERMINAL_RUN_STATES:
             break
         time.sleep(1)
@@ -276,11 +308,20 @@ def run_incident(
     say: Callable[[str], None] = print,
     timeout: float = 900,
     faults: dict[str, Any] | None = None,
+    via: str | None = None,
 ) -> dict[str, Any]:
     """Break `scenario` in the sandbox, send its alarm, follow the run; the report of what happened.
 
-    `faults` are switched on in the sandbox (see its /_sandbox/faults) after the break, off at the end.
+    `via="sns"` (the default): the sandbox, acting as Amazon SNS, delivers the CloudWatch alarm
+    (signed) to the API server's `/incidents/webhooks/sns`, which opens the incident and answers the
+    run it created. `via="rest"`: `POST /api/v2/dags/incident_response/dagRuns` with the conf, as a
+    monitoring tool with an API token would (also the default with `check_mode`, which an alarm
+    cannot ask for). `faults` are switched on in the sandbox (see its /_sandbox/faults) after the
+    break, off at the end.
     """
+    via = via or ("rest" if check_mode else "sns")
+    if via not in ("sns", "rest"):
+        raise ValueError(f"via must be 'sns' or 'rest', got {via!r}")
     sandbox = stack.sandbox_client()
     sandbox.reset()
     records_from = len(sandbox.records())
@@ -293,9 +334,19 @@ def run_incident(
         say(f"faults on: {faults}")
     api = AirflowApi(stack.base_url)
     started = time.monotonic()
+    intake = None
     try:
-        run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
-        say(f"triggered {DAG_ID} run {run['dag_run_id']}")
+        if via == "sns":
+            published = sandbox.sns_publish(stack.sns_webhook_url, {"AlarmName": SCENARIO_ALARMS[scenario]})
+            intake = published["answer"]
+            if published["http_status"] != 200 or not isinstance(intake, dict) or not intake.get("dag_run_id"):
+                raise RuntimeError(f"the SNS webhook refused the alarm: HTTP {published['http_status']}: {intake}")
+            run = {"dag_run_id": intake["dag_run_id"]}
+            say(f"SNS delivered {SCENARIO_ALARMS[scenario]} to /incidents/webhooks/sns: {intake['status']} "
+                f"incident {intake['incident_id']} ({intake.get('severity')}), run {run['dag_run_id']}")
+        else:
+            run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
+            say(f"triggered {DAG_ID} run {run['dag_run_id']} through the REST API")
         followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say)
     finally:
         if faults:
@@ -314,6 +365,8 @@ def run_incident(
         "severity": (api.xcom(DAG_ID, run["dag_run_id"], "detect.open_incident") or {}).get("severity")
         if followed["tasks"].get("detect.open_incident") == "success" else None,
         "dag_run_id": run["dag_run_id"],
+        "via": via,
+        "intake": intake,
         "dag_run_state": followed["run"].get("state"),
         "seconds": round(time.monotonic() - started, 1),
         "tasks": followed["tasks"],

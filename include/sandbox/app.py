@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, parse_qsl
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from . import control, github, pagerduty, pb, sentry, slack
+from . import control, github, pagerduty, pb, sentry, slack, sns
 
 if TYPE_CHECKING:
     from .context import SandboxContext
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build_app", "service_of"]
 
-PREFIXES = {"slack": "slack", "pagerduty": "pagerduty", "github": "github", "sentry": "sentry", "pb": "pb", "status": "status"}
+PREFIXES = {"slack": "slack", "pagerduty": "pagerduty", "github": "github", "sentry": "sentry", "pb": "pb", "status": "status",
+            "sns": "sns"}
 HEADERS_OF_INTEREST = (
     "content-type",
     "authorization",
@@ -158,6 +159,7 @@ def build_app(ctx: SandboxContext, evaluator: Evaluator | None = None, endpoints
     app.state.endpoints = endpoints or {}
     for module in (slack, pagerduty, github, sentry, pb, control):
         app.include_router(module.router)
+    sns.register(app, app.state.endpoints)  # Amazon SNS: signs and delivers alarm notifications
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -5,6 +5,7 @@
     client.break_scenario("deploy")
     client.set_faults(slack=429, slack_count=2)
     client.slack_messages(channel="incident-20260105")
+    client.sns_publish("http://127.0.0.1:8080/incidents/webhooks/sns", {"AlarmName": "peoplebooster-production-alb-5xx"})
 """
 
 from __future__ import annotations
@@ -82,6 +83,38 @@ class SandboxClient:
 
     def acknowledge(self, dedup_key: str, user: str | None = None) -> dict[str, Any]:
         return self._call("POST", "/pagerduty/acknowledge", json={"dedup_key": dedup_key, "user": user})
+
+    # --- Amazon SNS (the sandbox signs and delivers, see sandbox/sns.py) ------------------------
+
+    def sns_publish(self, endpoint: str, alarm: dict[str, Any], *, topic_arn: str | None = None, count: int = 1,
+                    same_message: bool = False, concurrency: int = 16, signature_version: str = "2",
+                    tamper: bool = False, cert_url: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Deliver the CloudWatch alarm (completed from moto) to `endpoint` as SNS does, `count` times
+        (distinct MessageIds, or one redelivered with `same_message`); a summary of the answers."""
+        body: dict[str, Any] = {"endpoint": endpoint, "alarm": alarm, "count": count, "same_message": same_message,
+                                "concurrency": concurrency, "signature_version": signature_version, "tamper": tamper}
+        if topic_arn:
+            body["topic_arn"] = topic_arn
+        if cert_url:
+            body["cert_url"] = cert_url
+        wait = timeout if timeout is not None else max(self.timeout, 60.0 + count / 20)
+        response = self.session.post(f"{self.base}/_sandbox/sns/publish", json=body, timeout=wait)
+        if response.status_code >= 400:
+            raise RuntimeError(f"sandbox sns publish: HTTP {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def sns_subscribe(self, endpoint: str, *, topic_arn: str | None = None, kind: str = "SubscriptionConfirmation",
+                      subscribe_url: str | None = None, count: int = 1) -> dict[str, Any]:
+        """Send a SubscriptionConfirmation (or UnsubscribeConfirmation) to `endpoint`, `count` copies."""
+        body: dict[str, Any] = {"endpoint": endpoint, "type": kind, "count": count}
+        if topic_arn:
+            body["topic_arn"] = topic_arn
+        if subscribe_url:
+            body["subscribe_url"] = subscribe_url
+        return self._call("POST", "/sns/subscribe", json=body)
+
+    def sns_subscriptions(self) -> dict[str, Any]:
+        return self._call("GET", "/sns/subscriptions")
 
     # --- views ---------------------------------------------------------------------------------
 

@@ -1,0 +1,61 @@
+"""
+### incident_escalate — 障害レベルの引き上げ (a higher severity for an open incident)
+
+Triggered by the alarm webhooks when a report of a higher severity joins an open incident (the
+ledger has already raised it), once per incident and severity (run id
+`escalate__<incident id>__<severity>`); a person may trigger it from the UI as well.
+
+1. **wait_for_first_notice** — until the incident's own run has sent its first notices and opened
+   its channel (reschedule mode: no worker held), so nothing is told twice and nobody is missed.
+2. **raise_severity** — the new level's escalation path, minus what was already delivered (e.g.
+   P2 → P1 adds the CTO's phone call through PagerDuty), PagerDuty updated under the same dedup key,
+   a note in the incident channel, and the declaration when the incident is now P1/P2 and was not
+   declared. Every step is idempotent (keys from the incident id and the severity).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import Param, PokeReturnValue, dag, task
+
+from incident_ops.core.runbook import SEVERITIES
+from incident_ops.params import INCIDENT_ID_PATTERN
+
+
+@dag(
+    dag_id="incident_escalate",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Tokyo"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["incident", "peoplebooster"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=5), "retry_exponential_backoff": True},
+    max_active_runs=16,
+    params={
+        "incident_id": Param("", type="string", pattern=INCIDENT_ID_PATTERN, title="Incident id",
+                             description="e.g. INC-20261128-7f3a2c"),
+        "severity": Param("P1", type="string", enum=list(SEVERITIES), title="障害レベル / The higher severity"),
+    },
+)
+def incident_escalate() -> None:
+    @task.sensor(poke_interval=5, timeout=30 * 60, mode="reschedule")
+    def wait_for_first_notice(params: dict | None = None) -> PokeReturnValue:
+        from incident_ops.escalation_flow import first_notice_sent
+
+        return PokeReturnValue(is_done=first_notice_sent(params["incident_id"]))
+
+    @task
+    def raise_severity(params: dict | None = None) -> dict:
+        from incident_ops.escalation_flow import raise_severity
+
+        return raise_severity(params["incident_id"], params["severity"])
+
+    wait_for_first_notice() >> raise_severity()
+
+
+incident_escalate_dag = incident_escalate()
+
+if __name__ == "__main__":
+    incident_escalate_dag.test()

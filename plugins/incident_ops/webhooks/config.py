@@ -1,0 +1,139 @@
+"""The webhooks' configuration, from environment variables (explicit, nothing guessed).
+
+| variable | meaning | default |
+|---|---|---|
+| `INCIDENT_OPS_SNS_TOPICS` | allowed SNS topic ARNs, comma/space separated; `ARN=environment` names the runbook environment of the topic's alarms | none: every topic is refused (403) |
+| `INCIDENT_OPS_WEBHOOK_VERIFY` | `on` or `off`: signature checks (SNS and HMAC). `off` is for the sandbox only | `on` |
+| `INCIDENT_OPS_SNS_EXTRA_CERT_HOSTS` | extra `host:port` allowed for SigningCertURL / SubscribeURL (the sandbox's HTTPS port) | none: only `sns.<region>.amazonaws.com[.cn]` |
+| `INCIDENT_OPS_SNS_EXTRA_CA_BUNDLE` | CA bundle used only for the extra hosts (the sandbox's local CA) | system trust |
+| `INCIDENT_OPS_SNS_MAX_AGE_SECONDS` | refuse SNS messages whose `Timestamp` is older (replays); 0 = no limit | 3600 |
+| `INCIDENT_OPS_WEBHOOK_REPLAY_WINDOW_SECONDS` | HMAC timestamp window, both directions | 300 |
+| `INCIDENT_OPS_WEBHOOK_MAX_BODY_BYTES` | larger bodies are refused with 413 | 262144 (256 KiB) |
+| `INCIDENT_OPS_WEBHOOK_AUDIT_LOG` | JSON-lines audit file (`-` = logger only) | `$INCIDENT_OPS_STATE_DIR/webhooks/audit.jsonl` |
+| `INCIDENT_OPS_WEBHOOK_RETRIGGER_AFTER_SECONDS` | an open incident with no run after this long gets its run (again) | 30 |
+
+The HMAC secret of `/alert` comes from the Airflow connection `incident_webhook` (password), else
+the Airflow Variable `incident_ops_webhook_secret`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "SECRET_CONN_ID",
+    "SECRET_VARIABLE",
+    "ConfigError",
+    "WebhookConfig",
+]
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+SECRET_CONN_ID = "incident_webhook"
+SECRET_VARIABLE = "incident_ops_webhook_secret"
+_TOPIC_ARN = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+class ConfigError(ValueError):
+    """A webhook environment variable has a value that cannot be used."""
+
+
+def _split(value: str) -> list[str]:
+    return [item for item in re.split(r"[\s,]+", value.strip()) if item]
+
+
+def _flag(name: str, value: str | None, default: bool) -> bool:
+    if value is None or not value.strip():
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("on", "true", "1", "yes"):
+        return True
+    if lowered in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be 'on' or 'off', got {value!r}")
+
+
+def _number(name: str, value: str | None, default: float, minimum: float = 0) -> float:
+    if value is None or not value.strip():
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
+    return number
+
+
+def parse_topics(value: str) -> dict[str, str | None]:
+    """`ARN[=environment]` items → {ARN: environment or None}."""
+    topics: dict[str, str | None] = {}
+    for item in _split(value):
+        arn, _, environment = item.partition("=")
+        if not _TOPIC_ARN.match(arn):
+            raise ConfigError(f"INCIDENT_OPS_SNS_TOPICS: {arn!r} is not an SNS topic ARN")
+        topics[arn] = environment or None
+    return topics
+
+
+def parse_hosts(value: str) -> frozenset[str]:
+    hosts = set()
+    for item in _split(value):
+        if "://" in item or "/" in item or not _HOST_PORT.match(item):
+            raise ConfigError(f"INCIDENT_OPS_SNS_EXTRA_CERT_HOSTS: expected host or host:port, got {item!r}")
+        hosts.add(item.lower())
+    return frozenset(hosts)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    topics: dict[str, str | None] = field(default_factory=dict)
+    verify: bool = True
+    extra_cert_hosts: frozenset[str] = frozenset()
+    extra_ca_bundle: str | None = None
+    sns_max_age_seconds: float = 3600.0
+    replay_window_seconds: float = 300.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    audit_log: Path | None = None
+    retrigger_after_seconds: float = 30.0
+    cert_cache_size: int = 32
+    http_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:
+        env = os.environ if environ is None else environ
+        audit = env.get("INCIDENT_OPS_WEBHOOK_AUDIT_LOG")
+        if audit is None or not audit.strip():
+            state = env.get("INCIDENT_OPS_STATE_DIR") or str(_PROJECT_ROOT / "state")
+            audit_path: Path | None = Path(state) / "webhooks" / "audit.jsonl"
+        elif audit.strip() == "-":
+            audit_path = None
+        else:
+            audit_path = Path(audit.strip())
+        ca_bundle = (env.get("INCIDENT_OPS_SNS_EXTRA_CA_BUNDLE") or "").strip() or None
+        if ca_bundle and not Path(ca_bundle).is_file():
+            raise ConfigError(f"INCIDENT_OPS_SNS_EXTRA_CA_BUNDLE: no file {ca_bundle!r}")
+        return cls(
+            topics=parse_topics(env.get("INCIDENT_OPS_SNS_TOPICS", "")),
+            verify=_flag("INCIDENT_OPS_WEBHOOK_VERIFY", env.get("INCIDENT_OPS_WEBHOOK_VERIFY"), True),
+            extra_cert_hosts=parse_hosts(env.get("INCIDENT_OPS_SNS_EXTRA_CERT_HOSTS", "")),
+            extra_ca_bundle=ca_bundle,
+            sns_max_age_seconds=_number("INCIDENT_OPS_SNS_MAX_AGE_SECONDS", env.get("INCIDENT_OPS_SNS_MAX_AGE_SECONDS"), 3600.0),
+            replay_window_seconds=_number(
+                "INCIDENT_OPS_WEBHOOK_REPLAY_WINDOW_SECONDS", env.get("INCIDENT_OPS_WEBHOOK_REPLAY_WINDOW_SECONDS"), 300.0, 1
+            ),
+            max_body_bytes=int(
+                _number("INCIDENT_OPS_WEBHOOK_MAX_BODY_BYTES", env.get("INCIDENT_OPS_WEBHOOK_MAX_BODY_BYTES"),
+                        DEFAULT_MAX_BODY_BYTES, 1)
+            ),
+            audit_log=audit_path,
+            retrigger_after_seconds=_number(
+                "INCIDENT_OPS_WEBHOOK_RETRIGGER_AFTER_SECONDS", env.get("INCIDENT_OPS_WEBHOOK_RETRIGGER_AFTER_SECONDS"), 30.0
+            ),
+        )

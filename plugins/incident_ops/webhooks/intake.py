@@ -1,0 +1,457 @@
+"""From an authenticated alarm or alert to an incident and (once) its `incident_response` run.
+
+What happens to a report (a CloudWatch alarm from SNS, or a generic JSON alert):
+
+1. **Map** it through the runbook: alarm name → service, symptom, severity (`triage.classify`; an
+   unmapped alarm gets the environment's `default_alarm`, it is never dropped); an alert's symptom
+   text → severity (a valid severity in the alert wins).
+2. **Validate** the run's conf against the DAG's own Params (`incident_params(runbook)`) BEFORE
+   anything is written: a conf the DAG would refuse is refused here (422), nothing stored.
+3. **Open or join** the ledger's incident for the fingerprint (`{env}:alarm:{AlarmName}` for alarms,
+   as the DAG computes it; `{env}:{fingerprint}` for an alert that has one, so `alarm:<AlarmName>`
+   joins that alarm's incident; else `{env}:{service}:{symptom}`, like a declaration from the UI). The database allows
+   one open incident per fingerprint, so concurrent deliveries cannot open two. The occurrence key
+   (SNS MessageId, or the signed alert's digest) makes a redelivery count once.
+4. **Trigger** only for a new incident, with the deterministic run id `incident__<incident id>` and
+   the incident id in the conf (the DAG reuses that record): even two triggers could not make two
+   runs (the second is `DagRunAlreadyExists` = joined). A join appends an occurrence and answers the
+   run that drives the incident. An incident whose run is missing (the trigger failed, or it is older
+   than `retrigger_after` without a run) gets it on the next delivery.
+5. **Escalate**: when a join raised the incident's severity (the ledger raises, never lowers), the
+   `incident_escalate` DAG is triggered once per (incident, severity): run id
+   `escalate__<incident id>__<severity>`.
+
+An `OK` (or `INSUFFICIENT_DATA`) for an alarm with an open incident is recorded on its timeline
+(it does not close it: the DAG verifies recovery); without an open incident it is ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from jsonschema import FormatChecker
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from incident_ops.core.ledger import Ledger, events_table
+from incident_ops.core.runbook import SEVERITIES, Runbook
+from incident_ops.core.triage import classify
+
+__all__ = [
+    "ESCALATE_DAG_ID",
+    "INCIDENT_DAG_ID",
+    "Alert",
+    "Intake",
+    "IntakeError",
+    "IntakeResult",
+    "TriggerError",
+    "TriggerFn",
+    "TriggerRejected",
+    "TriggerUnavailable",
+    "environment_for_alarm",
+    "escalation_run_id",
+    "incident_run_id",
+    "parse_alert",
+]
+
+log = logging.getLogger(__name__)
+
+INCIDENT_DAG_ID = "incident_response"
+ESCALATE_DAG_ID = "incident_escalate"
+# Matches params.INCIDENT_ID_PATTERN: stands in for the id (not known yet) while the conf is validated.
+_PLACEHOLDER_ID = "INC-00000000-000000"
+AUTO = "auto"
+
+# (dag_id, run_id, conf) -> True when the run was created, False when it already existed.
+TriggerFn = Callable[[str, str, dict[str, Any]], bool]
+
+
+class IntakeError(Exception):
+    """Bad input: HTTP `status` (4xx), a short `code`, the `reason`. Nothing was stored."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+
+
+class TriggerError(Exception):
+    status = 503
+    code = "trigger_failed"
+
+
+class TriggerRejected(TriggerError):
+    """Airflow refused the conf (its Params validation)."""
+
+    status = 400
+    code = "conf_rejected"
+
+
+class TriggerUnavailable(TriggerError):
+    """Airflow could not create the run now (DAG not loaded yet, database trouble): retry later."""
+
+    status = 503
+    code = "trigger_unavailable"
+
+
+def incident_run_id(incident_id: str) -> str:
+    return f"incident__{incident_id}"
+
+
+def escalation_run_id(incident_id: str, severity: str) -> str:
+    return f"escalate__{incident_id}__{severity}"
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    status: str  # new | joined | recorded | ignored
+    incident_id: str | None
+    dag_run_id: str | None
+    severity: str | None = None
+    escalation_run_id: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None or key in (
+            "incident_id", "dag_run_id")}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What to open: the ledger fields and the run's conf (validated)."""
+
+    fingerprint: str
+    severity: str
+    symptom: str
+    title: str
+    service: str
+    environment: str
+    reporter: str
+    detected_at: dt.datetime
+    occurrence_key: str
+    conf: dict[str, Any]
+    rule: str
+
+
+class Alert(BaseModel):
+    """The generic alert: {source, title or summary, service, symptom, severity?, fingerprint?,
+    environment?, impact?}. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
+
+    source: str = Field(min_length=1, max_length=100)
+    title: str | None = Field(default=None, min_length=1, max_length=500)
+    summary: str | None = Field(default=None, min_length=1, max_length=500)
+    service: str = Field(min_length=1, max_length=128)
+    symptom: str = Field(min_length=1, max_length=500)
+    severity: str | None = Field(default=None, max_length=10)
+    fingerprint: str | None = Field(default=None, min_length=1, max_length=200)
+    environment: str | None = Field(default=None, min_length=1, max_length=64)
+    impact: str | None = Field(default=None, max_length=500)
+
+    @field_validator("severity")
+    @classmethod
+    def _severity(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() == AUTO:
+            return None
+        value = value.strip().upper()
+        if value not in SEVERITIES:
+            raise ValueError(f"must be one of {', '.join(SEVERITIES)} or auto")
+        return value
+
+    @model_validator(mode="after")
+    def _title_or_summary(self) -> Alert:
+        if not (self.title or self.summary):
+            raise ValueError("title or summary is required")
+        return self
+
+    @property
+    def headline(self) -> str:
+        return self.title or self.summary or self.symptom
+
+
+def parse_alert(data: Any) -> Alert:
+    """The alert from decoded JSON, or IntakeError(422) naming each bad field."""
+    if not isinstance(data, dict):
+        raise IntakeError(422, "invalid_alert", "the alert must be a JSON object")
+    try:
+        return Alert.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:10]:
+            where = ".".join(str(part) for part in error.get("loc", ())) or "alert"
+            problems.append(f"{where}: {error.get('msg')}")
+        raise IntakeError(422, "invalid_alert", "; ".join(problems)) from None
+
+
+def environment_for_alarm(runbook: Runbook, alarm_name: str, topic_environment: str | None) -> str:
+    """The topic's configured environment, else the one whose alarm map names the alarm, else the
+    default environment of the trigger form (production)."""
+    if topic_environment:
+        if topic_environment not in runbook.environments:
+            raise IntakeError(422, "unknown_environment",
+                              f"the topic is configured for environment {topic_environment!r}, which the runbook "
+                              f"does not have ({', '.join(runbook.environments)})")
+        return topic_environment
+    for name, env in runbook.environments.items():
+        if any(mapping.name == alarm_name for mapping in env.alarms):
+            return name
+    return "production" if "production" in runbook.environments else next(iter(runbook.environments))
+
+
+def _aware(value: str | None, default: dt.datetime) -> dt.datetime:
+    if not value:
+        return default
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Intake:
+    """Opens/joins incidents in `ledger` and starts runs through `trigger` (see the module doc)."""
+
+    def __init__(
+        self,
+        runbook: Runbook,
+        ledger: Ledger,
+        trigger: TriggerFn,
+        *,
+        retrigger_after: float = 30.0,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        from incident_ops.params import incident_params
+
+        self.runbook = runbook
+        self.ledger = ledger
+        self.trigger = trigger
+        self.retrigger_after = dt.timedelta(seconds=retrigger_after)
+        self.clock = clock
+        self._params = incident_params(runbook)
+        # What Param.resolve does (jsonschema with format checks), with each validator built once:
+        # a storm validates thousands of confs.
+        self._validators = {
+            key: validator_for(param.schema)(param.schema, format_checker=FormatChecker())
+            for key, param in self._params.items()
+        }
+
+    # --- conf ------------------------------------------------------------------------------------
+
+    def validate_conf(self, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """The conf when the DAG's Params accept it: every param's JSON schema (the same the UI, the
+        REST API and `ParamsDict.validate()` use) against the given value or the param's default."""
+        try:
+            json.dumps(conf)
+        except (TypeError, ValueError):
+            raise IntakeError(422, "conf_invalid", "the conf is not JSON-serialisable") from None
+        for key, param in self._params.items():
+            if key not in conf:
+                try:
+                    copy.copy(param).resolve()  # the default, as Airflow resolves it
+                except ValueError as exc:  # ParamValidationError
+                    raise IntakeError(422, "conf_invalid",
+                                      f"the incident_response params refuse it: {key}: {exc}") from None
+                continue
+            error = best_match(self._validators[key].iter_errors(conf[key]))
+            if error is not None:
+                raise IntakeError(422, "conf_invalid",
+                                  f"the incident_response params refuse it: invalid input for param {key}: {error.message}")
+        return dict(conf)
+
+    # --- mapping ---------------------------------------------------------------------------------
+
+    def alarm_report(self, alarm: Mapping[str, Any], *, environment: str, reporter: str, occurrence_key: str,
+                     received_at: dt.datetime) -> Report:
+        from incident_ops.incident_flow import fingerprint_for
+
+        result = classify(self.runbook, None, alarm=alarm, environment=environment)
+        env = self.runbook.environment(environment)
+        service = env.service_key(result.service or env.default_service)
+        label = result.symptom_label or str(result.symptom_id)
+        conf = {
+            "symptom": label,
+            "severity": AUTO,
+            "service": service,
+            "environment": environment,
+            "impact": "",
+            "reporter": reporter[:200],
+            "scenario": AUTO,
+            "check_mode": False,
+            "alarm": dict(alarm),
+            "incident_id": _PLACEHOLDER_ID,
+        }
+        self.validate_conf(conf)
+        return Report(
+            fingerprint=fingerprint_for(environment, service, result.symptom_id, label, dict(alarm)),
+            severity=result.severity,
+            symptom=result.symptom_id or label,
+            title=f"{label}（{alarm['AlarmName']}）",
+            service=service,
+            environment=environment,
+            reporter=reporter[:200],
+            detected_at=_aware(alarm.get("StateChangeTime"), received_at),
+            occurrence_key=occurrence_key,
+            conf=conf,
+            rule=result.rule,
+        )
+
+    def alert_report(self, alert: Alert, *, occurrence_key: str, received_at: dt.datetime) -> Report:
+        from incident_ops.incident_flow import fingerprint_for
+
+        environment = alert.environment or (
+            "production" if "production" in self.runbook.environments else next(iter(self.runbook.environments)))
+        if environment not in self.runbook.environments:
+            raise IntakeError(422, "invalid_alert",
+                              f"environment: unknown {environment!r}; known: {', '.join(self.runbook.environments)}")
+        env = self.runbook.environment(environment)
+        try:
+            service = env.service_key(alert.service)
+        except KeyError:
+            raise IntakeError(422, "invalid_alert",
+                              f"service: unknown {alert.service!r} in {environment}; known: {', '.join(env.services)}") from None
+        result = classify(self.runbook, alert.symptom, environment=environment, override=alert.severity)
+        conf = {
+            "symptom": alert.symptom,
+            "severity": alert.severity or AUTO,
+            "service": service,
+            "environment": environment,
+            "impact": alert.impact or "",
+            "reporter": alert.source[:200],
+            "scenario": AUTO,
+            "check_mode": False,
+            "alarm": {},
+            "incident_id": _PLACEHOLDER_ID,
+        }
+        self.validate_conf(conf)
+        if alert.fingerprint:
+            # Namespaced by environment only, so `alarm:<AlarmName>` joins that CloudWatch alarm's incident.
+            fingerprint = f"{environment}:{alert.fingerprint}"
+        else:
+            fingerprint = fingerprint_for(environment, service, result.symptom_id, alert.symptom, None)
+        return Report(
+            fingerprint=fingerprint,
+            severity=result.severity,
+            symptom=result.symptom_id or alert.symptom,
+            title=alert.headline,
+            service=service,
+            environment=environment,
+            reporter=alert.source[:200],
+            detected_at=received_at,
+            occurrence_key=occurrence_key,
+            conf=conf,
+            rule=result.rule,
+        )
+
+    # --- open / join -----------------------------------------------------------------------------
+
+    def open(self, report: Report) -> IntakeResult:
+        now = self.clock()
+        incident, created = self.ledger.open_or_join(
+            fingerprint=report.fingerprint,
+            severity=report.severity,
+            symptom=report.symptom,
+            title=report.title,
+            service=report.service,
+            environment=report.environment,
+            reporter=report.reporter,
+            at=now,
+            occurrence_key=report.occurrence_key,
+            detected_at=report.detected_at,
+        )
+        incident_id = incident["id"]
+        run_id = incident_run_id(incident_id)
+        if created:
+            log.info("incident %s opened for %s (%s)", incident_id, report.fingerprint, report.rule)
+            self._start_run(incident_id, run_id, report)
+            return IntakeResult("new", incident_id, run_id, incident["severity"])
+        owner = incident.get("dag_run_id")
+        if owner is None and self._run_missing(incident, now):
+            self._start_run(incident_id, run_id, report)
+            owner = run_id
+        escalation = self._escalate_if_raised(incident, report.severity)
+        return IntakeResult("joined", incident_id, owner or run_id, incident["severity"], escalation)
+
+    def _start_run(self, incident_id: str, run_id: str, report: Report) -> None:
+        conf = {**report.conf, "incident_id": incident_id}
+        try:
+            created = self.trigger(INCIDENT_DAG_ID, run_id, conf)
+        except TriggerError as exc:
+            # The incident stays open; the next delivery (SNS retries a 5xx) starts the run.
+            self.ledger.record_event(
+                incident_id, at=self.clock(), kind="trigger_failed", actor="incident_ops.webhooks",
+                message=f"{INCIDENT_DAG_ID} の起動に失敗しました: {exc}", data={"run_id": run_id, "error": str(exc)},
+            )
+            raise
+        self.ledger.update(incident_id, self.clock(), dag_run_id=run_id)
+        if created:
+            log.info("triggered %s run %s", INCIDENT_DAG_ID, run_id)
+
+    def _events(self, incident_id: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        query = sa.select(events_table.c.kind, events_table.c.data, events_table.c.idempotency_key).where(
+            events_table.c.incident_id == incident_id, events_table.c.kind.in_(kinds))
+        with self.ledger.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def _run_missing(self, incident: Mapping[str, Any], now: dt.datetime) -> bool:
+        """No run drives this incident and none is being started: the trigger failed, or the
+        incident is older than `retrigger_after` (its opener died before triggering)."""
+        if now - incident["created_at"] >= self.retrigger_after:
+            return True
+        return bool(self._events(incident["id"], ("trigger_failed",)))
+
+    def _escalate_if_raised(self, incident: Mapping[str, Any], severity: str) -> str | None:
+        if incident["severity"] != severity:
+            return None
+        events = self._events(incident["id"], ("severity_raised", "escalation_requested"))
+        raised = any(e["kind"] == "severity_raised" and (e["data"] or {}).get("to") == severity for e in events)
+        requested = any(e["idempotency_key"] == f"escalation:{severity}" for e in events)
+        if not raised or requested:
+            return None
+        run_id = escalation_run_id(incident["id"], severity)
+        self.trigger(ESCALATE_DAG_ID, run_id, {"incident_id": incident["id"], "severity": severity})
+        self.ledger.record_event(
+            incident["id"], at=self.clock(), kind="escalation_requested", actor="incident_ops.webhooks",
+            message=f"障害レベル{severity}への引き上げを通知します（{ESCALATE_DAG_ID}）",
+            data={"run_id": run_id, "severity": severity}, idempotency_key=f"escalation:{severity}",
+        )
+        log.info("incident %s raised to %s: triggered %s", incident["id"], severity, run_id)
+        return run_id
+
+    # --- alarms ----------------------------------------------------------------------------------
+
+    def handle_alarm(self, alarm: Mapping[str, Any], *, environment: str, reporter: str, message_id: str,
+                     received_at: dt.datetime | None = None) -> IntakeResult:
+        """ALARM → open or join; OK / INSUFFICIENT_DATA → recorded on the open incident, or ignored."""
+        received_at = received_at or self.clock()
+        report = self.alarm_report(alarm, environment=environment, reporter=reporter,
+                                   occurrence_key=f"sns:{message_id}", received_at=received_at)
+        if alarm.get("NewStateValue") == "ALARM":
+            return self.open(report)
+        return self.record_state(alarm, report)
+
+    def record_state(self, alarm: Mapping[str, Any], report: Report) -> IntakeResult:
+        incident = self.ledger.find_open(report.fingerprint)
+        state = str(alarm.get("NewStateValue"))
+        if incident is None:
+            return IntakeResult("ignored", None, None, reason=f"{state} for {alarm['AlarmName']}: no open incident")
+        reason = str(alarm.get("NewStateReason") or "")[:500]
+        self.ledger.record_event(
+            incident["id"], at=self.clock(), kind=f"alarm_{state.lower()}", actor=report.reporter,
+            message=f"アラーム {alarm['AlarmName']} が {state} になりました（インシデントは開いたまま、復旧はDAGが確認します）"
+                    + (f": {reason}" if reason else ""),
+            data={key: alarm.get(key) for key in ("AlarmName", "NewStateValue", "OldStateValue", "NewStateReason",
+                                                   "StateChangeTime")},
+            idempotency_key=report.occurrence_key,
+        )
+        return IntakeResult("recorded", incident["id"], incident.get("dag_run_id"), incident["severity"])
