@@ -243,8 +243,11 @@ def follow_run(
     approve: bool = True,
     timeout: float = 900,
     say: Callable[[str], None] = print,
+    acknowledge: bool = True,
 ) -> dict[str, Any]:
-    """Poll the run; play the people's parts; return the final run and task states."""
+    """Poll the run; play the people's parts; return the final run and task states.
+
+    `acknowledge=False`: nobody starts the response (the escalation path)."""
     api = AirflowApi(stack.base_url)
     sandbox = stack.sandbox_client()
     seen: dict[str, str] = {}
@@ -268,7 +271,7 @@ def follow_run(
         if incident_id is None and seen.get("detect.open_incident") == "success":
             incident_id = api.xcom(DAG_ID, run_id, "detect.open_incident")["id"]
             say(f"  incident {incident_id}")
-        if incident_id and not acknowledged and seen.get("detect.notify_responders") == "success":
+        if acknowledge and incident_id and not acknowledged and seen.get("detect.notify_responders") == "success":
             time.sleep(2)
             if any(i.get("dedup_key") == incident_id for i in sandbox.pagerduty_incidents()):
                 sandbox.acknowledge(incident_id, user="PTANAKA")
@@ -309,6 +312,7 @@ def run_incident(
     timeout: float = 900,
     faults: dict[str, Any] | None = None,
     via: str | None = None,
+    acknowledge: bool = True,
 ) -> dict[str, Any]:
     """Break `scenario` in the sandbox, send its alarm, follow the run; the report of what happened.
 
@@ -347,7 +351,8 @@ def run_incident(
         else:
             run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
             say(f"triggered {DAG_ID} run {run['dag_run_id']} through the REST API")
-        followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say)
+        followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say,
+                              acknowledge=acknowledge)
     finally:
         if faults:
             sandbox.set_faults(**{name: None for name in faults if not name.endswith("_count")})

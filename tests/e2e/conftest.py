@@ -23,6 +23,7 @@ def fast_runbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's runbook with a quicker verification (same rules, shorter waits)."""
     data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
     data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
+    data["severities"]["P1"]["response_start_minutes"] = 1  # the unacknowledged escalation within a test
     path = tmp_path_factory.mktemp("runbook") / "peoplebooster.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

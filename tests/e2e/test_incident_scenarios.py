@@ -135,3 +135,21 @@ def test_slack_errors_during_declaration_post_once(stack: LocalStack) -> None:
     assert len(declarations) == 2  # #dev-team and the incident channel, each once despite the 500s
     pages = [e for e in report["pagerduty_events"] if e["event_action"] == "trigger"]
     assert len(pages) == 1
+
+
+def test_nobody_acknowledges_a_p1_escalates_to_the_cto(stack: LocalStack) -> None:
+    """Nobody starts the response within the P1 target (1 min in this runbook): the escalation notice
+    goes to the incident channel and the CTO is phoned through PagerDuty; the ledger records it."""
+    report = run_incident(stack, "deploy", say=lambda _: None, timeout=600, acknowledge=False)
+    assert report["severity"] == "P1"
+    assert report["tasks"]["detect.wait_for_ack"] == "skipped"  # deadline passed (soft fail)
+    assert report["tasks"]["detect.escalate_unacknowledged"] == "success"
+    escalations = [m["text"] for m in report["slack_messages"] if "【エスカレーション】" in m["text"]]
+    assert len(escalations) == 1 and report["incident_id"] in escalations[0]
+    ledger = ledger_for(stack)
+    record = ledger.get(report["incident_id"])
+    assert record["escalated_at"] is not None and record["acknowledged_at"] is None
+    escalated = [e for e in ledger.events(report["incident_id"]) if e["kind"] == "escalated"]
+    assert len(escalated) == 1
+    results = escalated[0]["data"]["results"]
+    assert any(r["target"] == "cto" and r["via"] == "phone" and r["ok"] for r in results), results
