@@ -39,3 +39,9 @@ demo-once: venv
 
 clean:
 	rm -rf state .pytest_cache .ruff_cache
+
+# Benchmarks (issue 8): each figure as `name = value unit`. BENCH=<parse economy fanout storm live> picks some;
+# BENCH_INCIDENTS (20), BENCH_SCENARIOS (all five) size the live part. See bench/README.md.
+.PHONY: bench
+bench: venv
+	$(PY) -m bench.run $(BENCH)
