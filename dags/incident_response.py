@@ -91,6 +91,9 @@ def incident_response() -> None:
 
         @task
         def notify_responders(incident: dict) -> dict:
+            # Straight after open_incident (not behind `proceed`): the page is one scheduler hop sooner.
+            if not incident["proceed"]:
+                return {"skipped": f"incident handled by {incident['handled_by']}"}
             return flow().notify_responders(incident)
 
         @task
@@ -111,7 +114,7 @@ def incident_response() -> None:
         declared = declare(incident)
         confirmed = confirm(incident)
         ack = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
-        gate >> [paged, declared, confirmed]
+        gate >> [declared, confirmed, ack]
         paged >> ack >> escalate_unacknowledged(incident)
         return incident, gate, declared
 
