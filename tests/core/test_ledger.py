@@ -4,25 +4,20 @@ one-open-incident-per-fingerprint rule under concurrency, and the lifecycle time
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from incident_ops.core import ledger as ledger_module
 from incident_ops.core.ledger import (
     DEFAULT_LEDGER_URL,
     LEDGER_URL_ENV,
     IncidentNotFound,
     Ledger,
-    events_table,
     incidents_table,
     new_incident_id,
     resolve_url,
@@ -39,43 +34,6 @@ def minutes(n: float) -> dt.datetime:
 
 
 # --- databases ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def _postgres_databases() -> Iterator[dict[str, str]]:
-    """Test databases created this session ({url: admin url}); dropped at the end."""
-    created: dict[str, str] = {}
-    yield created
-    ledger_module.dispose_engines()
-    for url, admin_url in created.items():
-        name = make_url(url).database
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                force = " WITH (FORCE)" if conn.dialect.server_version_info >= (13,) else ""
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"{force}'))
-        finally:
-            admin.dispose()
-
-
-@pytest.fixture
-def postgres_ledger_url(postgres_url: str, _postgres_databases: dict[str, str]) -> str:
-    """A database of this test session's own (incident_ops_test_<pid>_<hex>), emptied for each test."""
-    if not _postgres_databases:
-        name = f"incident_ops_test_{os.getpid()}_{secrets.token_hex(4)}"
-        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        finally:
-            admin.dispose()
-        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        _postgres_databases[url] = postgres_url
-    url = next(iter(_postgres_databases))
-    with Ledger(url).engine.begin() as conn:
-        conn.execute(events_table.delete())
-        conn.execute(incidents_table.delete())
-    return url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

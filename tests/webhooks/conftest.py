@@ -4,8 +4,6 @@ certificate fetcher that serves the test certificate (and counts its fetches).""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +13,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sandbox.server import Sandbox, start_sandbox
-from sqlalchemy.engine import make_url
 
-from incident_ops.core import ledger as ledger_module
 from incident_ops.core.ledger import Ledger, events_table, incidents_table
 from incident_ops.core.runbook import Runbook
 from incident_ops.webhooks.app import create_app
@@ -43,47 +39,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
-@pytest.fixture(scope="session")
-def _webhook_pg_databases() -> Iterator[dict[str, str]]:
-    created: dict[str, str] = {}
-    yield created
-    ledger_module.dispose_engines()
-    for url, admin_url in created.items():
-        name = make_url(url).database
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                force = " WITH (FORCE)" if conn.dialect.server_version_info >= (13,) else ""
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"{force}'))
-        finally:
-            admin.dispose()
-
-
-@pytest.fixture
-def pg_url(postgres_url: str, _webhook_pg_databases: dict[str, str]) -> str:
-    """incident_ops_webhooks_<pid>_<hex>, created once this session, emptied for each test."""
-    if not _webhook_pg_databases:
-        name = f"incident_ops_webhooks_{os.getpid()}_{secrets.token_hex(4)}"
-        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        finally:
-            admin.dispose()
-        url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        _webhook_pg_databases[url] = postgres_url
-    url = next(iter(_webhook_pg_databases))
-    with Ledger(url).engine.begin() as conn:
-        conn.execute(events_table.delete())
-        conn.execute(incidents_table.delete())
-    return url
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def any_ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return request.getfixturevalue("pg_url")
+    return request.getfixturevalue("postgres_ledger_url")
 
 
 @dataclass
