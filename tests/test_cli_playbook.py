@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from sandbox.client import sandbox_aws_env
 from sandbox.server import Sandbox, start_sandbox
 

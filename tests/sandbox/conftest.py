@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from sandbox.client import SandboxClient
 from sandbox.server import Sandbox, start_sandbox
 

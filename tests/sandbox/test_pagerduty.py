@@ -8,9 +8,9 @@ import ssl
 import pagerduty
 import pytest
 import requests
+from sandbox.server import Sandbox
 
 from incident_ops.core.oncall import rotation_engineer
-from sandbox.server import Sandbox
 
 ROUTING_KEY = "R0123456789ABCDEF0123456789ABCDE"
 

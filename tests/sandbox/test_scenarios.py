@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from sandbox.server import Sandbox
 
 from .helpers import Aws, get, post, wait_for

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sandbox.server import Sandbox
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-
-from sandbox.server import Sandbox
 
 from .helpers import post
 

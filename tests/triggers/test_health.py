@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
-
-import pytest
 
 from incident_ops.triggers import health
 from incident_ops.triggers.health import HealthTrigger
