@@ -91,3 +91,8 @@ def postgres_ledger_url(postgres_url: str, _postgres_databases: dict[str, str]) 
         conn.execute(events_table.delete())
         conn.execute(incidents_table.delete())
     return url
+
+
+# Fixtures of the notification fan-out against local fakes (tests/notification_fakes.py), shared by
+# tests/test_notify.py and tests/faults/.
+from tests.notification_fakes import fake_pd, fake_slack, pager, pd_tls, slack_sleeps, smtp  # noqa: E402, F401

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
-from pytest_httpserver import HTTPServer
 
 from incident_ops.clients.email import send_email
 from incident_ops.clients.pagerduty import IncidentPager
@@ -18,12 +14,7 @@ from incident_ops.notify import DeliveryReport, deliver, notice_key
 from tests.clients.conftest import (
     FakePagerDuty,
     FakeSlack,
-    SleepRecorder,
     SmtpSink,
-    patch_slack_sleeps,
-    running_https_server,
-    running_smtp_server,
-    write_ca_bundle,
 )
 
 INCIDENT = "INC-20260105-001"
@@ -31,46 +22,9 @@ EMERGENCY = "ops@peoplebooster.com"
 DECLARATION = "@channel 【P1インシデント発生】\n発生時刻: 22:05\n症状: 全ユーザーがアクセス不可"
 
 
-@pytest.fixture(scope="module")
-def pd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HTTPServer, str]]:
-    ca = trustme.CA()
-    with running_https_server(ca) as server:
-        yield server, write_ca_bundle(ca, Path(tmp_path_factory.mktemp("notify-ca")))
-
-
-@pytest.fixture
-def fake_pd(pd_tls: tuple[HTTPServer, str]) -> Iterator[FakePagerDuty]:
-    server, _ = pd_tls
-    server.clear()
-    yield FakePagerDuty(server)
-    server.clear()
-
-
-@pytest.fixture
-def pager(fake_pd: FakePagerDuty, pd_tls: tuple[HTTPServer, str]) -> IncidentPager:
-    return IncidentPager("R0UTINGKEY", "pd-api-token", events_url=fake_pd.url, rest_url=fake_pd.url,
-                         verify=pd_tls[1], retry_attempts=2, backoff=0.0, sleep=lambda _: None)
-
-
-@pytest.fixture
-def slack_sleeps(monkeypatch: pytest.MonkeyPatch) -> SleepRecorder:
-    return patch_slack_sleeps(monkeypatch)
-
-
-@pytest.fixture
-def fake_slack(httpserver: HTTPServer, slack_sleeps: SleepRecorder) -> FakeSlack:
-    return FakeSlack(httpserver)
-
-
 @pytest.fixture
 def slack(fake_slack: FakeSlack) -> IncidentSlack:
     return IncidentSlack(make_web_client("xoxb-test", base_url=fake_slack.base_url, max_retries=2, backoff_factor=0.0))
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[SmtpSink, int]]:
-    with running_smtp_server() as running:
-        yield running
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from typing import Any
 
 import boto3
 import pytest
-import trustme
 import yaml
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
@@ -40,10 +39,6 @@ from tests.clients.conftest import (
     FakeSlack,
     SleepRecorder,
     SmtpSink,
-    patch_slack_sleeps,
-    running_https_server,
-    running_smtp_server,
-    write_ca_bundle,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -59,46 +54,9 @@ FLAG = "/peoplebooster/production/feature-flags/external-fallback"
 # --- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HTTPServer, str]]:
-    ca = trustme.CA()
-    with running_https_server(ca) as server:
-        yield server, write_ca_bundle(ca, Path(tmp_path_factory.mktemp("faults-ca")))
-
-
-@pytest.fixture
-def fake_pd(pd_tls: tuple[HTTPServer, str]) -> Iterator[FakePagerDuty]:
-    server, _ = pd_tls
-    server.clear()
-    yield FakePagerDuty(server)
-    server.clear()
-
-
-@pytest.fixture
-def pager(fake_pd: FakePagerDuty, pd_tls: tuple[HTTPServer, str]) -> IncidentPager:
-    return IncidentPager("R0UTINGKEY", "pd-api-token", events_url=fake_pd.url, rest_url=fake_pd.url,
-                         verify=pd_tls[1], retry_attempts=2, backoff=0.0, sleep=lambda _: None)
-
-
-@pytest.fixture
-def slack_sleeps(monkeypatch: pytest.MonkeyPatch) -> SleepRecorder:
-    return patch_slack_sleeps(monkeypatch)
-
-
-@pytest.fixture
-def fake_slack(httpserver: HTTPServer, slack_sleeps: SleepRecorder) -> FakeSlack:
-    return FakeSlack(httpserver)
-
-
 @pytest.fixture
 def slack(fake_slack: FakeSlack) -> IncidentSlack:
     return IncidentSlack(make_web_client("xoxb-test", base_url=fake_slack.base_url, max_retries=3, backoff_factor=0.0))
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[SmtpSink, int]]:
-    with running_smtp_server() as running:
-        yield running
 
 
 def plan(channel: str) -> list[dict[str, Any]]:
