@@ -7,12 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import trustme
 from pytest_httpserver import HTTPServer
 
 from incident_ops import scheduled
@@ -21,7 +19,7 @@ from incident_ops.clients.slack import IncidentSlack, make_web_client, message_k
 from incident_ops.core.handoff import timetable_crons
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
-from tests.clients.conftest import FakePagerDuty, FakeSlack, patch_slack_sleeps, running_https_server, write_ca_bundle
+from tests.clients.conftest import FakePagerDuty, FakeSlack, patch_slack_sleeps
 from tests.scheduled.conftest import FakePager, RecordingSlack, add_incident, jst
 
 DEV_TEAM = "#dev-team"
@@ -205,21 +203,6 @@ def fake_slack(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> FakeS
 @pytest.fixture
 def real_slack(fake_slack: FakeSlack) -> IncidentSlack:
     return IncidentSlack(make_web_client("xoxb-test", base_url=fake_slack.base_url, max_retries=1, backoff_factor=0.0))
-
-
-@pytest.fixture(scope="module")
-def pd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HTTPServer, str]]:
-    ca = trustme.CA()
-    with running_https_server(ca) as server:
-        yield server, write_ca_bundle(ca, Path(tmp_path_factory.mktemp("handoff-ca")))
-
-
-@pytest.fixture
-def fake_pd(pd_tls: tuple[HTTPServer, str]) -> Iterator[FakePagerDuty]:
-    server, _ = pd_tls
-    server.clear()
-    yield FakePagerDuty(server)
-    server.clear()
 
 
 def test_same_slot_twice_posts_once_through_the_slack_api(runbook: Runbook, tmp_path: Path, fake_slack: FakeSlack,
