@@ -58,9 +58,7 @@ def _label(runbook: Any, symptom: str | None) -> str:
 
 def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     """Raise the incident to `severity` (if it is higher) and notify the new level; see the module doc."""
-    from incident_ops.clients.email import send_email
-    from incident_ops.incident_flow import load, services_for
-    from incident_ops.notify import deliver
+    from incident_ops.incident_flow import deliver_notices, load, services_for
 
     severity_rank(severity)  # ValueError for anything but P1-P4
     runbook = load()
@@ -114,22 +112,7 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
         notices.append(notice)
 
     services = services_for(record["environment"])
-    email_sender = None
-    smtp = services.settings.smtp
-    if smtp is not None:
-        def email_sender(to: list[str], subject: str, body: str) -> Any:
-            return send_email(smtp.host, smtp.port, smtp.sender, to, subject, body, username=smtp.username,
-                              password=smtp.password, starttls=smtp.starttls)
-
-    report = deliver(
-        notices,
-        slack=services.slack,
-        pager=services.pager,
-        email_sender=email_sender,
-        emergency_email=runbook.contacts.emergency_email,
-        default_channel=record.get("slack_channel_id"),
-        pd_requester_id=runbook.contacts.people["dev_lead"].pagerduty_user_id if "dev_lead" in runbook.contacts.people else None,
-    )
+    report = deliver_notices(runbook, services, notices, default_channel=record.get("slack_channel_id"))
     posts = _tell_channel(runbook, services.slack, ledger, record, target, text)
     data = {**report.to_dict(), "from": previous, "to": target, "channel_posts": posts}
     ledger.record_event(

@@ -213,11 +213,34 @@ def _notice_text(runbook: Runbook, incident: dict[str, Any], notice: dict[str, A
     return "\n".join(lines)
 
 
-def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False) -> dict[str, Any]:
-    """The escalation matrix for the severity (or its unacknowledged level): page, phone, Slack, e-mail."""
+def deliver_notices(runbook: Runbook, services: IncidentServices, notices: list[dict[str, Any]], *,
+                    default_channel: str | None) -> Any:
+    """Send notices (Slack, PagerDuty page, phone through PagerDuty, e-mail); when every real-time
+    channel fails, the e-mail fallback to the emergency contact. Returns the DeliveryReport."""
     from incident_ops.clients.email import send_email
     from incident_ops.notify import deliver
 
+    email_sender = None
+    smtp = services.settings.smtp
+    if smtp is not None:
+        def email_sender(to: list[str], subject: str, body: str) -> Any:
+            return send_email(smtp.host, smtp.port, smtp.sender, to, subject, body, username=smtp.username,
+                              password=smtp.password, starttls=smtp.starttls)
+
+    people = runbook.contacts.people
+    return deliver(
+        notices,
+        slack=services.slack,
+        pager=services.pager,
+        email_sender=email_sender,
+        emergency_email=runbook.contacts.emergency_email,
+        default_channel=default_channel,
+        pd_requester_id=people["dev_lead"].pagerduty_user_id if "dev_lead" in people else None,
+    )
+
+
+def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False) -> dict[str, Any]:
+    """The escalation matrix for the severity (or its unacknowledged level): page, phone, Slack, e-mail."""
     runbook = load()
     kind = "escalated" if unacknowledged else "notified"
     ledger = Ledger()
@@ -240,23 +263,8 @@ def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False)
         )
         notices.append(notice)
 
-    email_sender = None
-    smtp = services.settings.smtp
-    if smtp is not None:
-        def email_sender(to: list[str], subject: str, body: str) -> Any:
-            return send_email(smtp.host, smtp.port, smtp.sender, to, subject, body, username=smtp.username,
-                              password=smtp.password, starttls=smtp.starttls)
-
     record = ledger.get(incident["id"])
-    report = deliver(
-        notices,
-        slack=services.slack,
-        pager=services.pager,
-        email_sender=email_sender,
-        emergency_email=runbook.contacts.emergency_email,
-        default_channel=record.get("slack_channel_id"),
-        pd_requester_id=runbook.contacts.people["dev_lead"].pagerduty_user_id if "dev_lead" in runbook.contacts.people else None,
-    )
+    report = deliver_notices(runbook, services, notices, default_channel=record.get("slack_channel_id"))
     ledger.record_event(
         incident["id"], at=at, kind=kind, actor="incident_ops",
         message=", ".join(f"{r['target']} via {r['via']}: {'ok' if r['ok'] else 'FAILED'}" for r in report.results),
