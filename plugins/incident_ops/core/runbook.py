@@ -571,7 +571,8 @@ def load_runbook(path: str | Path | None = None) -> Runbook:
     except OSError as exc:
         raise RunbookError("", f"cannot read the runbook: {exc.strerror}", str(file)) from None
     try:
-        data = yaml.safe_load(text)
+        # libyaml when present: every task parses the DAG file, and so the runbook (≈ 10× faster).
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
