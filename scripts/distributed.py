@@ -18,6 +18,12 @@ per-run marker variable, so `stop()` can prove that nothing is left: it stops ev
 looks through /proc for any process that still carries the marker (killing and reporting it), deletes
 the run's Redis keys and drops both databases. `stop()` returns a `Teardown` saying what it found.
 
+For fault-tolerance tests, `kill(name)` SIGKILLs one component and everything it started (as losing its
+host would), `stop_component(name)` stops it the way an orchestrator does (SIGTERM, then SIGKILL),
+`start_component(name)` starts it again with the same command and environment, and `restart(name)`
+does both and waits until the component is back (the worker answers a ping, a scheduler, triggerer or
+dag-processor heartbeats again).
+
 It offers what `scripts.incident_runner.run_incident` needs of a stack (`base_url`,
 `sns_webhook_url`, `sandbox_client()`, `state_dir`, `endpoints`), so an incident runs through it
 exactly as through `LocalStack`:
@@ -62,6 +68,7 @@ from scripts.incident_runner import (  # noqa: E402
 )
 
 __all__ = [
+    "AIRFLOW_COMPONENTS",
     "DEFAULT_POSTGRES_URL",
     "DEFAULT_REDIS_URL",
     "RUN_MARKER",
@@ -80,6 +87,16 @@ CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 # (workers and the triggerer report to its Execution API), the sandbox last.
 STOP_ORDER = ("airflow-worker", "airflow-scheduler", "airflow-triggerer", "airflow-dag-processor",
               "airflow-apiserver", "sandbox")
+# The components `kill`/`stop_component`/`start_component`/`restart` act on (the sandbox keeps the
+# stand-ins' state in memory: restarting it would be a different test).
+AIRFLOW_COMPONENTS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                      "airflow-worker")
+# The health endpoint's part and heartbeat field of the components that heartbeat.
+_HEARTBEATS = {
+    "airflow-scheduler": ("scheduler", "latest_scheduler_heartbeat"),
+    "airflow-triggerer": ("triggerer", "latest_triggerer_heartbeat"),
+    "airflow-dag-processor": ("dag_processor", "latest_dag_processor_heartbeat"),
+}
 
 
 @dataclass
@@ -123,6 +140,43 @@ def processes_with_marker(run_id: str) -> list[dict[str, Any]]:
     return found
 
 
+def _process_table() -> dict[int, tuple[int, int]]:
+    """{pid: (parent pid, process group)} of every live, non-zombie process (Linux /proc)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:300]
+    except OSError:
+        return ""
+
+
+def process_tree(pgid: int) -> dict[int, int]:
+    """{pid: process group} of the group `pgid` and of every descendant of its members, including the
+    ones that moved into process groups of their own (Airflow's task runners do)."""
+    table = _process_table()
+    found = {pid: group for pid, (_, group) in table.items() if group == pgid}
+    frontier = list(found)
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, group) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = group
+                frontier.append(pid)
+    return found
+
+
 def postgres_parts(url: str) -> dict[str, Any]:
     """host/port/user/password of a PostgreSQL URL (any SQLAlchemy driver suffix)."""
     from sqlalchemy.engine import make_url
@@ -150,6 +204,9 @@ class DistributedStack:
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict, repr=False)
     teardown: Teardown | None = None
+    commands: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # Processes of a component that was killed or stopped and started again (each proven gone).
+    retired: list[ManagedProcess] = field(default_factory=list, repr=False)
     _databases: list[str] = field(default_factory=list, repr=False)
 
     # --- names of this run ----------------------------------------------------------------------
@@ -225,7 +282,7 @@ class DistributedStack:
             self._migrate()
             say(f"starting api-server on {self.base_url}, scheduler, dag-processor, triggerer, celery worker ...")
             airflow = str(Path(sys.executable).parent / "airflow")
-            commands = {
+            self.commands = {
                 "airflow-apiserver": [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.ports["api"]),
                                       "--workers", "1"],
                 "airflow-scheduler": [airflow, "scheduler"],
@@ -235,8 +292,8 @@ class DistributedStack:
                                    "--queues", self.queue, "--celery-hostname", self.worker_hostname,
                                    "--without-gossip", "--without-mingle"],
             }
-            for name, command in commands.items():
-                self.processes[name] = ManagedProcess(name, command, self.env, self.log_path(name)).start()
+            for name in self.commands:
+                self.start_component(name, wait=False)
             wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=240,
                           process=self.processes["airflow-apiserver"])
             self._wait_components_healthy()
@@ -393,6 +450,116 @@ class DistributedStack:
             except RuntimeError:
                 time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
+
+    # --- faults: kill, stop and start one component -----------------------------------------------
+
+    def _component(self, name: str) -> ManagedProcess:
+        if name not in AIRFLOW_COMPONENTS or name not in self.commands or name not in self.processes:
+            raise ValueError(f"{name!r} is not a started Airflow component ({', '.join(AIRFLOW_COMPONENTS)})")
+        return self.processes[name]
+
+    def kill(self, name: str, timeout: float = 15) -> list[dict[str, Any]]:
+        """SIGKILL the component `name` and every process it started, as losing its machine or
+        container would: its process group and the process groups its children moved into (the
+        worker's task runners each have their own: SIGKILL to the worker's group alone would leave a
+        task running without its supervisor). The group is frozen (SIGSTOP) first, so nothing forks
+        while the tree is read. Returns the processes killed ({pid, pgid, cmdline}); raises if any of
+        them is still there after `timeout` seconds."""
+        process = self._component(name)
+        if not process.running():
+            raise RuntimeError(f"{name} is not running")
+        leader = process.pgid
+        os.killpg(leader, signal.SIGSTOP)
+        # Descendants of our own child only (RUN_MARKER is no help here: a process that sets its title,
+        # as Celery's pool and Airflow's task runners do, overwrites the environment /proc shows).
+        tree = process_tree(leader)
+        killed = [{"pid": pid, "pgid": group, "cmdline": _cmdline(pid)} for pid, group in sorted(tree.items())]
+        groups = set(tree.values()) | {leader}
+        deadline = time.monotonic() + timeout
+        while True:
+            for group in groups:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if process.process is not None:
+                process.process.poll()  # reap the leader
+            left = [pid for pid, (_, group) in _process_table().items() if group in groups]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: processes survived SIGKILL: {left}")
+            time.sleep(0.2)
+        process.stop(timeout=5)  # reaps the leader, closes its log, proves the group is gone
+        self.retired.append(process)
+        return killed
+
+    def stop_component(self, name: str, timeout: float = 30) -> dict[str, Any]:
+        """Stop the component `name` as an orchestrator does: SIGTERM to its process group, SIGKILL
+        after `timeout` seconds. Returns {"signal": the one that ended it, "seconds": how long it took}."""
+        process = self._component(name)
+        started = time.monotonic()
+        ended_by = "SIGTERM"
+        try:
+            os.killpg(process.pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = started + timeout
+        while process.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if process.group_alive():
+            ended_by = "SIGKILL"
+        process.stop(timeout=0.5)  # SIGKILLs what is left, reaps, closes the log; raises if anything survives
+        self.retired.append(process)
+        return {"signal": ended_by, "seconds": round(time.monotonic() - started, 1)}
+
+    def start_component(self, name: str, *, wait: bool = True, timeout: float = 180) -> ManagedProcess:
+        """Start the component `name` with its command and the run's environment (its log is appended
+        to); with `wait`, return once it is back: the API server answers, the worker answers a Celery
+        ping, a scheduler, triggerer or dag-processor has heartbeated since it was started."""
+        if name not in self.commands:
+            raise ValueError(f"{name!r} is not an Airflow component of this stack ({', '.join(self.commands)})")
+        current = self.processes.get(name)
+        if current is not None and current.group_alive():
+            raise RuntimeError(f"{name} is still running (group {current.pgid})")
+        since = time.time()
+        process = self.processes[name] = ManagedProcess(name, self.commands[name], self.env, self.log_path(name)).start()
+        if wait:
+            if name == "airflow-worker":
+                self._wait_worker(timeout)
+            elif name == "airflow-apiserver":
+                wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=timeout, process=process)
+            else:
+                self._wait_heartbeat(name, since, timeout)
+        return process
+
+    def restart(self, name: str, *, kill: bool = False, timeout: float = 180) -> dict[str, Any]:
+        """Stop (`stop_component`, or `kill` with kill=True) and start the component `name` again; wait
+        until it is back. Returns what happened: {"stopped": ..., "down_seconds": ...}."""
+        started = time.monotonic()
+        stopped: Any = self.kill(name) if kill else self.stop_component(name)
+        self.start_component(name, timeout=timeout)
+        return {"stopped": stopped, "down_seconds": round(time.monotonic() - started, 1)}
+
+    def _wait_heartbeat(self, name: str, since: float, timeout: float = 180) -> None:
+        import datetime as dt
+
+        part, field_name = _HEARTBEATS[name]
+        process = self.processes[name]
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if not process.running():
+                raise RuntimeError(f"{name} exited early; see {process.log_path}")
+            try:
+                last = requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5).json().get(part) or {}
+                beat = last.get(field_name)
+                if last.get("status") == "healthy" and beat and dt.datetime.fromisoformat(beat).timestamp() >= since:
+                    return
+            except (requests.RequestException, ValueError) as exc:
+                last = repr(exc)
+            time.sleep(1)
+        raise TimeoutError(f"{name} did not heartbeat within {timeout:.0f}s of its start: {last}")
 
     # --- stop -----------------------------------------------------------------------------------
 

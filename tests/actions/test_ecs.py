@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from incident_ops.actions import ecs as ecs_actions
-from incident_ops.actions.base import ActionError, GuardRailError
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError
 
 from .conftest import INCIDENT
 from .inventory import Inventory
@@ -61,6 +61,7 @@ def test_scale_out_check_apply_again(ecs, inventory: Inventory) -> None:
     again = ecs_actions.scale_out(ecs, scale_params(inventory, 10), check_mode=False)
     assert not again.changed
     assert "already 10" in again.message
+    assert DONE_EARLIER not in again.details  # idempotent by state only: no record says who scaled it
 
 
 def test_scale_out_refuses_above_the_cap(ecs, inventory: Inventory) -> None:
@@ -146,6 +147,7 @@ def test_scale_up_check_apply_again(ecs, inventory: Inventory) -> None:
 
     again = ecs_actions.scale_up(ecs, up_params(inventory), check_mode=False)
     assert not again.changed and "already has cpu 2048 / memory 4096" in again.message
+    assert again.details[DONE_EARLIER]  # the revision carries this incident's record
     assert len(revisions(ecs, svc.family)) == 3
 
 
@@ -208,6 +210,7 @@ def test_rollback_check_apply_again(ecs, inventory: Inventory) -> None:
 
     again = ecs_actions.rollback(ecs, params(inventory), check_mode=False)
     assert not again.changed and "already rolled back" in again.message
+    assert again.details[DONE_EARLIER]  # rolled back by this incident (its tag), e.g. by a killed try
     assert service(ecs, inventory)["taskDefinition"] == rev1
 
 
@@ -300,7 +303,7 @@ def test_force_deployment_once_per_incident(ecs, inventory: Inventory) -> None:
     assert tags(ecs, inventory)[ecs_actions.FORCE_DEPLOYMENT_TAG] == INCIDENT
 
     again = ecs_actions.force_deployment(ecs, params(inventory), check_mode=False)
-    assert not again.changed
+    assert not again.changed and again.details[DONE_EARLIER]
     assert service(ecs, inventory)["deployments"][0]["id"] == second_id
 
     other = ecs_actions.force_deployment(ecs, params(inventory, incident_id="INC-20260105-002"), check_mode=False)

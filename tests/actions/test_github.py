@@ -12,7 +12,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from incident_ops.actions.base import ActionError, GuardRailError
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError
 from incident_ops.actions.github import GITHUB_ROLLBACK_TAG, github_rollback
 from incident_ops.actions.registry import Clients
 from incident_ops.clients.github import GitHubClient, iso_time
@@ -109,6 +109,7 @@ def test_dispatch_follow_success_then_again(httpserver: HTTPServer, gh: GitHubCl
     again = github_rollback(clients, p, check_mode=False)
     assert again.ok and not again.changed and "already completed successfully" in again.message
     assert again.details["found_by"] == f"ECS service tag {GITHUB_ROLLBACK_TAG}"
+    assert again.details[DONE_EARLIER]  # this incident's run (e.g. dispatched by a killed try) did the change
     assert len(received(httpserver, "POST", DISPATCH)) == 1  # not dispatched again
 
 
@@ -195,6 +196,7 @@ def test_an_existing_run_is_followed_not_dispatched_again(httpserver: HTTPServer
     httpserver.expect_request(f"{REPO}/actions/runs/9").respond_with_json(run(9, "completed", "success"))
     result = github_rollback(Clients(github=gh), gparams(existing_run_id=9), check_mode=False)
     assert result.ok and not result.changed and result.details["found_by"] == "existing_run_id"
+    assert DONE_EARLIER not in result.details  # a run a person named: not a change of the automation's
     assert received(httpserver, "POST", DISPATCH) == []
 
 
@@ -207,7 +209,7 @@ def test_a_run_titled_with_the_incident_is_found(httpserver: HTTPServer, gh: Git
     assert not check.changed and "would follow it, not dispatch" in check.message
 
     result = github_rollback(Clients(github=gh), gparams(since=SINCE), check_mode=False)
-    assert result.ok and not result.changed
+    assert result.ok and not result.changed and result.details[DONE_EARLIER]
     assert received(httpserver, "POST", DISPATCH) == []
 
 

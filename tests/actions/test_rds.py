@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from incident_ops.actions import rds as rds_actions
-from incident_ops.actions.base import ActionError, GuardRailError
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError
 
 from .conftest import INCIDENT
 from .inventory import Inventory
@@ -62,6 +62,7 @@ def test_failover_check_apply_again(rds, inventory: Inventory, rds_calls: list[s
 
     again = rds_actions.failover(rds, fparams(inventory), check_mode=False)
     assert not again.changed and "already failed over for incident" in again.message
+    assert again.details[DONE_EARLIER]
     assert writer(rds, inventory.db_cluster_id) == inventory.db_readers[0]
 
 
@@ -70,6 +71,7 @@ def test_failover_from_writer_makes_it_idempotent_without_a_record(rds, inventor
                             TargetDBInstanceIdentifier=inventory.db_readers[1])  # someone else did it
     result = rds_actions.failover(rds, fparams(inventory, from_writer=inventory.db_writer), check_mode=False)
     assert not result.changed and "writer is already" in result.message
+    assert DONE_EARLIER not in result.details  # someone else's failover is not this incident's change
     assert writer(rds, inventory.db_cluster_id) == inventory.db_readers[1]
 
 
@@ -186,7 +188,7 @@ def test_restore_cluster_check_apply_again(rds, inventory: Inventory, rds_calls:
     assert inst["DBInstanceClass"] == "db.r6g.large" and inst["DBInstanceStatus"] == "available"
 
     again = rds_actions.restore_snapshot(rds, rparams(inventory), check_mode=False, sleep=sleeps.append)
-    assert not again.changed and "already restored" in again.message
+    assert not again.changed and "already restored" in again.message and again.details[DONE_EARLIER]
 
     # The existing database was only read: no modify/delete/reboot/failover/tag call, state unchanged.
     assert not [c for c in rds_calls if c.startswith(WRITE_PREFIXES)]

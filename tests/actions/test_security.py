@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from incident_ops.actions import security
-from incident_ops.actions.base import ActionError, GuardRailError
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError
 
 from .conftest import INCIDENT
 from .inventory import Inventory
@@ -63,7 +63,7 @@ def test_isolate_by_deregistering_then_restore(clients, inventory: Inventory) ->
     assert state(clients, inventory, "frontend") == frontend  # the other service is untouched
 
     again = security.isolate_service(clients, iparams(inventory), check_mode=False)
-    assert not again.changed and "already isolated" in again.message
+    assert not again.changed and "already isolated" in again.message and again.details[DONE_EARLIER]
     assert state(clients, inventory) == now  # the record still holds the ORIGINAL groups
 
     restore_params = {k: v for k, v in iparams(inventory).items() if k not in ("confirm", "method")}

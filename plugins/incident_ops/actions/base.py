@@ -2,6 +2,12 @@
 
 A module is `(clients, params, check_mode) -> Result`: it reads the current state, computes the
 difference, writes only when needed and never in check mode, and reports before/after.
+
+`changed` says what THIS call changed. A retry of a step whose earlier attempt made the change and
+died before anyone recorded it (a worker killed mid-task) changes nothing, yet the change is the
+incident's: a module that finds its own per-incident record of the change (a tag, a workflow run, a
+resource named after the incident) says so with `details[DONE_EARLIER] = True`, so that the incident's
+record can still say what the step did.
 """
 
 from __future__ import annotations
@@ -9,7 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ActionError", "GuardRailError", "Result"]
+__all__ = ["DONE_EARLIER", "ActionError", "GuardRailError", "Result"]
+
+# Result.details key: nothing changed now only because an earlier attempt for the same incident made
+# this change (found by the module's per-incident record); the change is in place.
+DONE_EARLIER = "done_earlier"
 
 
 class ActionError(RuntimeError):

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from incident_ops.actions import incident_token, require_param, require_remediation
-from incident_ops.actions.base import ActionError, GuardRailError, Result
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError, Result
 
 __all__ = [
     "FORCE_DEPLOYMENT_TAG",
@@ -190,9 +190,10 @@ def scale_up(ecs: Any, params: dict[str, Any], check_mode: bool = False) -> Resu
     before = {"task_definition": current_arn, "cpu": cur_cpu, "memory": cur_mem}
     new_cpu, new_mem = max(cur_cpu, cpu), max(cur_mem, memory)
     if (new_cpu, new_mem) == (cur_cpu, cur_mem):
+        ours = any(t["key"] == SCALE_UP_TAG and t["value"].split()[:1] == [incident_id] for t in answer.get("tags", []))
         return Result(False, before, before,
                       f"{service}: {_short(current_arn)} already has cpu {cur_cpu} / memory {cur_mem} "
-                      f"(wanted {cpu} / {memory})", {}, check_mode)
+                      f"(wanted {cpu} / {memory})", {DONE_EARLIER: True} if ours else {}, check_mode)
     if check_mode:
         after = {"task_definition": f"(new revision of {described['family']})", "cpu": new_cpu, "memory": new_mem}
         return Result(True, before, after,
@@ -269,10 +270,13 @@ def rollback(ecs: Any, params: dict[str, Any], check_mode: bool = False) -> Resu
             target = rec_to  # recorded, but the update did not happen: finish it
         else:
             state = "already rolled back" if current == rec_to else f"now runs {_short(current)}"
+            found: dict[str, Any] = {"record": {"from": rec_from, "to": rec_to}}
+            if current == rec_to:
+                found[DONE_EARLIER] = True
             return Result(False, before, before,
                           f"{service}: {state} for incident {incident_id} "
                           f"({_short(rec_from)} -> {_short(rec_to)}); not rolling back again",
-                          {"record": {"from": rec_from, "to": rec_to}}, check_mode)
+                          found, check_mode)
     if target is None and params.get("from_task_definition"):
         started = _resolve(ecs, str(params["from_task_definition"]))
         if current != started:
@@ -327,7 +331,7 @@ def force_deployment(ecs: Any, params: dict[str, Any], check_mode: bool = False)
     before = {"task_definition": svc["taskDefinition"], "deployment": _primary_deployment(svc)}
     if service_tags(ecs, svc["serviceArn"]).get(FORCE_DEPLOYMENT_TAG) == incident_id:
         return Result(False, before, before, f"{service}: a new deployment was already forced for incident {incident_id}",
-                      {}, check_mode)
+                      {DONE_EARLIER: True}, check_mode)
     if check_mode:
         return Result(True, before, {**before, "deployment": "(new)"},
                       f"would force a new deployment of {service} ({_short(svc['taskDefinition'])})", {}, check_mode)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from incident_ops.actions import incident_token, require_param, require_remediation
-from incident_ops.actions.base import ActionError, Result
+from incident_ops.actions.base import DONE_EARLIER, ActionError, Result
 from incident_ops.actions.ecs import describe_service, service_tags, tag_service
 from incident_ops.clients.github import GitHubClient
 from incident_ops.clients.http import HttpError
@@ -76,7 +76,8 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
     Idempotency: before dispatching, a run already dispatched for the incident is looked for —
     `existing_run_id`, the ECS service tag `incident-ops:github-rollback` = "<incident_id> <run id>"
     (written right after the dispatch), or a run since `since` whose title contains the incident id —
-    and followed instead of dispatching again (changed=False).
+    and followed instead of dispatching again (changed=False; `details["done_earlier"]` when the run
+    was found by the incident's own record, the tag or the title, and succeeded).
     """
     action = "github_rollback"
     gh = getattr(clients, "github", None)
@@ -147,6 +148,8 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
         return Result(dispatched, before, after,
                       f"rollback run {run_id} concluded {run.get('conclusion')} {url}; {FALLBACK}",
                       details, check_mode, ok=False)
+    if found_by and found_by != "existing_run_id":
+        details[DONE_EARLIER] = True  # the run this incident dispatched before (an earlier attempt)
     verb = "dispatched and completed" if dispatched else "already completed"
     return Result(dispatched, before, after, f"rollback run {run_id} {verb} successfully {url}".rstrip(),
                   details, check_mode)

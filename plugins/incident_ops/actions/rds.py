@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from incident_ops.actions import incident_token, require_confirm, require_param, require_remediation
-from incident_ops.actions.base import ActionError, Result
+from incident_ops.actions.base import DONE_EARLIER, ActionError, Result
 
 __all__ = ["FAILOVER_TAG", "RESTORE_TAG", "failover", "restore_identifier", "restore_snapshot"]
 
@@ -111,7 +111,7 @@ def _failover_cluster(rds: Any, cluster_id: str, params: dict[str, Any], inciden
     if record and record[0] == incident_id:
         return Result(False, before, before,
                       f"{cluster_id}: already failed over for incident {incident_id} ({' -> '.join(record[1:])}); "
-                      f"writer is {writer}", {"record": record}, check_mode)
+                      f"writer is {writer}", {"record": record, DONE_EARLIER: True}, check_mode)
     from_writer = params.get("from_writer")
     if from_writer and writer != from_writer:
         return Result(False, before, before,
@@ -155,7 +155,7 @@ def _failover_instance(rds: Any, instance_id: str, incident_id: str, check_mode:
     }
     if _tags(rds, inst["DBInstanceArn"]).get(FAILOVER_TAG) == incident_id:
         return Result(False, before, before, f"{instance_id}: already failed over for incident {incident_id}",
-                      {}, check_mode)
+                      {DONE_EARLIER: True}, check_mode)
     if not inst.get("MultiAZ"):
         raise ActionError(f"{instance_id} is not Multi-AZ: there is no standby to fail over to")
     if inst.get("DBInstanceStatus") != "available":
@@ -284,7 +284,8 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
                 _wait_available(lambda: _instance(rds, new_instance), f"instance {new_instance}", "DBInstanceStatus",
                                 timeout, poll, sleep)
             return Result(False, before, before, f"{new_cluster} ({new_instance}) was already restored for incident "
-                          f"{incident_id}", {"cluster": new_cluster, "instance": new_instance}, check_mode)
+                          f"{incident_id}", {"cluster": new_cluster, "instance": new_instance, DONE_EARLIER: True},
+                          check_mode)
         snap = None if existing_cluster else _cluster_snapshot(rds, cluster_id, snapshot_name)
         snap_id = snap["DBClusterSnapshotIdentifier"] if snap else None
         writer = _instance(rds, _writer(source) or instance_id) or {}
@@ -335,7 +336,7 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
             _wait_available(lambda: _instance(rds, new_instance), f"instance {new_instance}", "DBInstanceStatus",
                             timeout, poll, sleep)
         return Result(False, before, before, f"{new_instance} was already restored for incident {incident_id}",
-                      {"instance": new_instance}, check_mode)
+                      {"instance": new_instance, DONE_EARLIER: True}, check_mode)
     snap = _instance_snapshot(rds, instance_id, snapshot_name)
     instance_class = params.get("restore_instance_class") or source_instance.get("DBInstanceClass")
     after = {"instance": new_instance}

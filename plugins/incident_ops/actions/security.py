@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from incident_ops.actions import incident_token, require_confirm, require_param, require_remediation
-from incident_ops.actions.base import ActionError, GuardRailError, Result
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError, Result
 from incident_ops.actions.ecs import describe_service, service_tags, tag_service
 
 __all__ = ["ISOLATE_SGS_TAG", "ISOLATE_TAG", "ISOLATE_TARGETS_TAG", "isolate_service", "restore_service"]
@@ -261,6 +261,8 @@ def isolate_service(clients: Any, params: dict[str, Any], check_mode: bool = Fal
     details = {"quarantine_group": quarantine, "target_group": tg["TargetGroupArn"], "method": method,
                "record": new_record}
     if not todo:
+        if tags.get(ISOLATE_TAG, "").split()[:1] == [incident_id]:
+            details[DONE_EARLIER] = True  # isolated by this incident's earlier attempt
         return Result(False, before, before, f"{service} is already isolated ({sg_name}, out of {tg_name}); "
                       "tasks keep running", details, check_mode)
     if check_mode:

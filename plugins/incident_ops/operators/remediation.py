@@ -17,7 +17,10 @@ class RemediationOperator(BaseOperator):
 
     `check_mode` is templated, so the run's `params.check_mode` sets it. The step reports go to XCom
     and to the ledger; a failed step fails the task (the failure notifier tells people). Retries are
-    safe: the modules are idempotent per incident id.
+    safe: the modules are idempotent per incident id. A retry that finds the change made by an earlier
+    try of the same incident (`details["done_earlier"]`) reports and records it as changed: the earlier
+    try may have died before recording it, and the ledger is what the recovery announcement and the
+    postmortem read.
     """
 
     template_fields: Sequence[str] = ("environment", "service", "incident_id", "check_mode", "approved_by")
@@ -41,6 +44,7 @@ class RemediationOperator(BaseOperator):
         return bool(value)
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        from incident_ops.actions.base import DONE_EARLIER
         from incident_ops.core.ledger import Ledger
         from incident_ops.incident_flow import load, services_for
         from incident_ops.playbook import DESTRUCTIVE_ACTIONS, run_step
@@ -61,6 +65,10 @@ class RemediationOperator(BaseOperator):
         )
         now = dt.datetime.now(dt.UTC)
         for report in reports:
+            if not check_mode and report["ok"] and not report["changed"] and report["details"].get(DONE_EARLIER):
+                # An earlier try made this change and died before recording it (e.g. its worker was
+                # killed): the change is this incident's, so the record says the step changed it.
+                report["changed"] = True
             report["approved_by"] = approved_by
             report["at"] = now.isoformat()
             ledger.record_event(
