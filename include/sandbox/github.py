@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 __all__ = ["WORKFLOWS", "GitHubState", "rollback", "router"]
 
 WORKFLOWS: dict[str, dict[str, Any]] = {
+    # The team's deploys. The sandbox records one when a scenario deploys a bad build (`break deploy`),
+    # so the incident's evidence finds the recent deploy as it would on GitHub.
+    "deploy.yml": {
+        "id": 161334,
+        "name": "Deploy",
+        "inputs": {
+            "environment": {"required": True, "options": ["production", "staging"]},
+            "service": {"required": True},
+            "version": {"required": True},
+        },
+    },
     "rollback.yml": {
         "id": 161335,
         "name": "Rollback",
@@ -93,6 +104,15 @@ class GitHubState:
                 "_result": None,
             }
             self.runs[run_id] = run
+            return run
+
+    def record_completed_run(self, repo: str, workflow: str, inputs: dict[str, Any], actor: str,
+                             conclusion: str = "success") -> dict[str, Any]:
+        """A run that already happened (e.g. the deploy that broke the service): completed, no lifecycle."""
+        with self.lock:
+            run = self.new_run(repo, workflow, "main", inputs, conclusion, actor)
+            run.update(event="push" if workflow == "deploy.yml" else "workflow_dispatch", status="completed",
+                       conclusion=conclusion, run_started_at=run["created_at"])
             return run
 
     @staticmethod

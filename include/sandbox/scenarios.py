@@ -107,7 +107,13 @@ def break_scenario(ctx: SandboxContext, scenario: str) -> dict[str, Any]:
             tag = f"broken-{ctx.memory.deploy_counter}"
             arn = register_revision(aws, names, svc, tag, {"SANDBOX_FAULT": "deploy"})
             aws.ecs.update_service(cluster=names.cluster, service=svc.ecs_service, taskDefinition=arn, forceNewDeployment=True)
-            detail = {"task_definition": arn, "image": f"{svc.image_repo}:{tag}"}
+            # The team deploys through GitHub Actions: the bad build arrived with a deploy.yml run.
+            run = ctx.github.record_completed_run(
+                ctx.env.github.repository, "deploy.yml",
+                {"environment": names.env_name, "service": names.default_service, "version": tag},
+                actor="peoplebooster-dev",
+            )
+            detail = {"task_definition": arn, "image": f"{svc.image_repo}:{tag}", "deploy_run": run["id"]}
         elif scenario == "resource":
             ctx.memory.resource_need = ctx.resource_need
             aws.ecs.update_service(cluster=names.cluster, service=svc.ecs_service, desiredCount=1)

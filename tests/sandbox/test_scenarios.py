@@ -261,6 +261,18 @@ def test_break_leaves_evidence(sb: Sandbox, aws: Aws, runbook: Any, scenario: st
         deployed = service["deployments"][0]
         assert deployed["taskDefinition"] == service["taskDefinition"]
         assert now - deployed["createdAt"] < dt.timedelta(minutes=runbook.scenario("deploy").signals.recent_deploy_minutes)
+        # ... and the deploy that brought the bad build is a GitHub Actions deploy.yml run of the window.
+        since = (now - dt.timedelta(minutes=runbook.scenario("deploy").signals.recent_deploy_minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        runs = get(sb, f"/github/repos/{env.github.repository}/actions/workflows/deploy.yml/runs",
+                   headers={"Authorization": "Bearer ghp_sandbox"}, params={"created": f">={since}"}).json()
+        assert runs["total_count"] == 1, runs
+        run = runs["workflow_runs"][0]
+        assert (run["status"], run["conclusion"], run["event"]) == ("completed", "success", "push")
+        assert "backend" in run["display_title"] and "broken-" in run["display_title"]
+    else:
+        no_deploys = get(sb, f"/github/repos/{env.github.repository}/actions/workflows/deploy.yml/runs",
+                         headers={"Authorization": "Bearer ghp_sandbox"}).json()
+        assert no_deploys["total_count"] == 0
 
 
 def test_functional_endpoints_follow_health(sb: Sandbox, aws: Aws, runbook: Any) -> None:
