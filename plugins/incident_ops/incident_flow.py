@@ -30,6 +30,7 @@ __all__ = [
     "announce_recovery",
     "collect_evidence",
     "confirm_incident",
+    "current_response_deadline",
     "declare",
     "escalate_unacknowledged",
     "load",
@@ -324,6 +325,13 @@ def acknowledge_incident(incident_id: str, responder: str) -> dict[str, Any]:
             "acknowledged_at": _iso(record.get("acknowledged_at")), "first": first}
 
 
+def current_response_deadline(incident: dict[str, Any]) -> dt.datetime:
+    """The response-start deadline for the incident's severity in the ledger now: a later alarm of a
+    higher severity (joined through the webhook) shortens the one computed when the run began."""
+    record = Ledger().get(incident["id"])
+    return response_deadline(load(), record["severity"], _aware(record["detected_at"]))
+
+
 def escalate_unacknowledged(incident: dict[str, Any]) -> dict[str, Any]:
     """Past the response-start target with nobody acknowledging: notice in the channel + next level."""
     if acknowledgement(incident):
@@ -331,6 +339,9 @@ def escalate_unacknowledged(incident: dict[str, Any]) -> dict[str, Any]:
     runbook = load()
     services = services_for(incident["environment"])
     record = Ledger().get(incident["id"])
+    # The level it has now (it may have been raised since the run began).
+    incident = {**incident, "severity": record["severity"],
+                "response_deadline": _iso(response_deadline(runbook, record["severity"], _aware(record["detected_at"])))}
     plan = [n.to_dict() for n in unacknowledged_route(runbook, incident["severity"], _now())]
     if services.slack is not None and record.get("slack_channel_id"):
         text = messages.render_ack_escalation(

@@ -8,7 +8,12 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-__all__ = ["AcknowledgementSensor"]
+__all__ = ["AcknowledgementSensor", "seconds_until"]
+
+
+def seconds_until(deadline: dt.datetime, start: dt.datetime) -> float:
+    """The sensor's timeout: from `start` (its first poke) to the deadline, at least one second."""
+    return max((deadline - start).total_seconds(), 1.0)
 
 
 class AcknowledgementSensor(BaseSensorOperator):
@@ -27,9 +32,13 @@ class AcknowledgementSensor(BaseSensorOperator):
         self.incident = incident
 
     def execute(self, context: Any) -> Any:
-        deadline = dt.datetime.fromisoformat(self.incident["response_deadline"])
-        # The sensor's own timeout is the deadline, counted from the first poke of this run.
-        self.timeout = max((deadline - dt.datetime.now(dt.UTC)).total_seconds(), 1.0)
+        from incident_ops.incident_flow import current_response_deadline
+
+        # The deadline of the incident's severity now (a later, higher alarm shortens it), counted
+        # against the first poke: in reschedule mode Airflow measures the run from there.
+        deadline = current_response_deadline(self.incident)
+        first_poke = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+        self.timeout = seconds_until(deadline, first_poke or dt.datetime.now(dt.UTC))
         return super().execute(context)
 
     def poke(self, context: Any) -> PokeReturnValue:

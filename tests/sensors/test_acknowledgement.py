@@ -1,0 +1,91 @@
+"""AcknowledgementSensor: how long it waits for someone to start the response before the escalation
+takes over. Airflow's own sensor loop runs (reschedule mode), with the ledger on SQLite and no
+PagerDuty; only the task instance's first-poke time is given by the test."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
+
+from incident_ops import incident_flow
+from incident_ops.core.ledger import Ledger
+from incident_ops.sensors.acknowledgement import AcknowledgementSensor
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+class NoPagerDuty:
+    pager = None
+
+
+class FirstPoke:
+    """The task instance, as far as a reschedule-mode sensor asks: when it first poked."""
+
+    def __init__(self, at: dt.datetime) -> None:
+        self.at = at
+
+    def get_first_reschedule_date(self, context: Any) -> dt.datetime:
+        return self.at
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("INCIDENT_OPS_LEDGER_URL", url)
+    monkeypatch.setattr(incident_flow, "services_for", lambda environment: NoPagerDuty())
+    return Ledger(url)
+
+
+def open_incident(ledger: Ledger, severity: str, detected_minutes_ago: float) -> dict[str, Any]:
+    detected = NOW - dt.timedelta(minutes=detected_minutes_ago)
+    record, _ = ledger.open_or_join(fingerprint=f"fp-{severity}-{detected_minutes_ago}", severity=severity,
+                                    symptom="s", title="t", service="backend", environment="production",
+                                    reporter="test", at=detected, occurrence_key="o", detected_at=detected)
+    # What open_incident hands the sensor (its deadline is the one of the severity at the start).
+    return {"id": record["id"], "environment": "production", "severity": severity,
+            "response_deadline": incident_flow.current_response_deadline({"id": record["id"]}).isoformat()}
+
+
+def poke_once(incident: dict[str, Any], first_poke: dt.datetime) -> type[Exception]:
+    sensor = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
+    with pytest.raises((AirflowRescheduleException, AirflowSkipException)) as raised:
+        sensor.execute({"ti": FirstPoke(first_poke)})
+    return raised.type
+
+
+def test_keeps_waiting_until_the_deadline_counted_from_the_first_poke(ledger: Ledger) -> None:
+    # P1 (15 min): detected 10 min ago, first poke 1 min after; 5 min are left, 9 have run. The wait
+    # lasts to the deadline, not to the midpoint between first poke and deadline.
+    incident = open_incident(ledger, "P1", detected_minutes_ago=10)
+    assert poke_once(incident, first_poke=NOW - dt.timedelta(minutes=9)) is AirflowRescheduleException
+
+
+def test_past_the_deadline_it_is_skipped_for_the_escalation(ledger: Ledger) -> None:
+    incident = open_incident(ledger, "P1", detected_minutes_ago=16)
+    assert poke_once(incident, first_poke=NOW - dt.timedelta(minutes=15)) is AirflowSkipException
+
+
+def test_an_acknowledgement_in_the_ledger_ends_the_wait(ledger: Ledger) -> None:
+    incident = open_incident(ledger, "P1", detected_minutes_ago=16)
+    ledger.acknowledge(incident["id"], NOW, "tanaka")
+    sensor = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
+    found = sensor.execute({"ti": FirstPoke(NOW - dt.timedelta(minutes=15))})
+    assert (found["by"], found["source"]) == ("tanaka", "ledger")
+
+
+def test_a_raised_severity_shortens_the_wait(ledger: Ledger) -> None:
+    # P2 (30 min), detected 20 min ago: still waiting. A P1 alarm joins it (the ledger raises the
+    # severity): P1's 15 min have passed, so the escalation takes over now.
+    incident = open_incident(ledger, "P2", detected_minutes_ago=20)
+    first_poke = NOW - dt.timedelta(minutes=19)
+    assert poke_once(incident, first_poke) is AirflowRescheduleException
+    record = ledger.get(incident["id"])
+    ledger.open_or_join(fingerprint=record["fingerprint"], severity="P1", symptom="s", title="t",
+                        service="backend", environment="production", reporter="webhook", at=NOW,
+                        occurrence_key="raise")
+    assert ledger.get(incident["id"])["severity"] == "P1"
+    assert poke_once(incident, first_poke) is AirflowSkipException
