@@ -517,6 +517,8 @@ def _economy_by_scenario(stack: Any, scenarios: list[str], call_log: Path) -> No
                sum(1 for r in records if r["service"] == "slack" and r["path"].endswith("/chat.postMessage")), "calls")
         figure(f"economy_{scenario}_pagerduty_calls", sum(1 for r in records if r["service"] == "pagerduty"), "calls")
         note(f"{scenario} AWS calls: {dict(sorted(calls.items()))}")
+        pagerduty = Counter(f"{r['method']} {r['path']}" for r in records if r["service"] == "pagerduty")
+        note(f"{scenario} PagerDuty calls: {dict(sorted(pagerduty.items()))}")
 
 
 def bench_live() -> None:
