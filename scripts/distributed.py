@@ -15,8 +15,10 @@ machine's PostgreSQL and Redis:
 
 Each process runs in its own process group (`scripts.airflow_local.ManagedProcess`) and carries a
 per-run marker variable, so `stop()` can prove that nothing is left: it stops every group, then
-looks through /proc for any process that still carries the marker (killing and reporting it), deletes
-the run's Redis keys and drops both databases. `stop()` returns a `Teardown` saying what it found.
+looks through /proc for any process that still carries the marker or belongs to a process group the
+components' children moved into (a process that sets its title, as Celery's pool and Airflow's task
+runners do, hides the marker), killing and reporting it; then it deletes the run's Redis keys and drops
+both databases. `stop()` returns a `Teardown` saying what it found.
 
 For fault-tolerance tests, `kill(name)` SIGKILLs one component and everything it started (as losing its
 host would), `stop_component(name)` stops it the way an orchestrator does (SIGTERM, then SIGKILL),
@@ -568,16 +570,30 @@ class DistributedStack:
         keys, drop both databases. Never raises: what went wrong is in the returned Teardown."""
         report = Teardown()
         names = [n for n in STOP_ORDER if n in self.processes] + [n for n in self.processes if n not in STOP_ORDER]
+        # The process groups the components' children moved into (task runners): a process that sets
+        # its title hides RUN_MARKER from /proc, so the sweep below also looks for these groups.
+        groups: set[int] = set()
+        for name in names:
+            if self.processes[name].running():
+                groups |= set(process_tree(self.processes[name].pgid).values())
         for name in names:
             try:
                 self.processes[name].stop(timeout=30)
             except Exception as exc:  # noqa: BLE001 - reported, and the sweep below kills what is left
                 report.stop_errors.append(f"{name}: {exc}")
+
+        def left() -> list[dict[str, Any]]:
+            found = {p["pid"]: p for p in processes_with_marker(self.run_id)}
+            for pid, (_, group) in _process_table().items():
+                if group in groups and pid not in found and pid != os.getpid():
+                    found[pid] = {"pid": pid, "pgid": group, "cmdline": _cmdline(pid)}
+            return list(found.values())
+
         deadline = time.monotonic() + 10
-        leftovers = processes_with_marker(self.run_id)
+        leftovers = left()
         while leftovers and time.monotonic() < deadline:
             time.sleep(0.5)
-            leftovers = processes_with_marker(self.run_id)
+            leftovers = left()
         if leftovers:
             report.leftover_processes = leftovers
             for proc in leftovers:
