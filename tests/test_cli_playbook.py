@@ -52,6 +52,11 @@ def playbook(sandbox: Sandbox, *args: str) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+def rollback_runs(sandbox) -> list[dict]:
+    """rollback.yml runs (the broken deploy itself is a deploy.yml run in the sandbox)."""
+    return [run for run in sandbox.client.github_runs() if run["path"].endswith("/rollback.yml")]
+
+
 def test_deploy_rollback_check_apply_apply_again(broken) -> None:
     sandbox = broken("deploy")
     before = sandbox.client.state()["aws"]
@@ -64,7 +69,7 @@ def test_deploy_rollback_check_apply_apply_again(broken) -> None:
     assert report["steps"][0]["action"] == "github_rollback" and report["steps"][0]["changed"] is True
     assert report["steps"][0]["check_mode"] is True
     assert sandbox.client.state()["aws"]["task_definition"] == before["task_definition"]
-    assert sandbox.client.github_runs() == []
+    assert rollback_runs(sandbox) == []
 
     code, report = playbook(sandbox, "deploy", "--env", "production", "--incident-id", "INC-20261128-0a0a0a")
     assert code == 0, report
@@ -76,7 +81,7 @@ def test_deploy_rollback_check_apply_apply_again(broken) -> None:
     code, report = playbook(sandbox, "deploy", "--env", "production", "--incident-id", "INC-20261128-0a0a0a")
     assert code == 0, report
     assert [step["changed"] for step in report["steps"]] == [False]
-    assert len(sandbox.client.github_runs()) == 1  # dispatched once
+    assert len(rollback_runs(sandbox)) == 1  # dispatched once
     assert sandbox.client.state()["aws"]["task_definition"] == after["task_definition"]
 
 
