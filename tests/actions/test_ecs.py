@@ -58,10 +58,24 @@ def test_scale_out_check_apply_again(ecs, inventory: Inventory) -> None:
     assert service(ecs, inventory)["desiredCount"] == 10
     assert service(ecs, inventory)["runningCount"] == 10  # moto: running follows desired after an update
 
+    assert tags(ecs, inventory)[ecs_actions.SCALE_OUT_TAG] == f"{INCIDENT} 4 10"
+
+    # Applied again (a retry after a killed try): nothing to do, and it says this incident did it.
     again = ecs_actions.scale_out(ecs, scale_params(inventory, 10), check_mode=False)
     assert not again.changed
     assert "already 10" in again.message
-    assert DONE_EARLIER not in again.details  # idempotent by state only: no record says who scaled it
+    assert again.details[DONE_EARLIER] is True
+
+    # Another incident finding the service at its target did nothing itself.
+    other = ecs_actions.scale_out(ecs, scale_params(inventory, 10, incident_id="INC-20260105-002"), check_mode=False)
+    assert not other.changed and DONE_EARLIER not in other.details
+
+
+def test_scale_out_already_at_target_is_not_claimed(ecs, inventory: Inventory) -> None:
+    # The service already runs the target count before the incident: no record, not "done earlier".
+    result = ecs_actions.scale_out(ecs, scale_params(inventory, 4), check_mode=False)
+    assert not result.changed and DONE_EARLIER not in result.details
+    assert ecs_actions.SCALE_OUT_TAG not in tags(ecs, inventory)
 
 
 def test_scale_out_refuses_above_the_cap(ecs, inventory: Inventory) -> None:

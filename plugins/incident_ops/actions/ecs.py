@@ -16,6 +16,7 @@ from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError,
 __all__ = [
     "FORCE_DEPLOYMENT_TAG",
     "ROLLBACK_TAG",
+    "SCALE_OUT_TAG",
     "SCALE_UP_TAG",
     "describe_service",
     "force_deployment",
@@ -29,6 +30,7 @@ __all__ = [
 ROLLBACK_TAG = "incident-ops:rollback"
 FORCE_DEPLOYMENT_TAG = "incident-ops:force-deployment"
 SCALE_UP_TAG = "incident-ops:scale-up"
+SCALE_OUT_TAG = "incident-ops:scale-out"
 
 _REVISION = re.compile(r"^(?:.*task-definition/)?(?P<family>[^:/]+):(?P<revision>\d+)$")
 
@@ -95,7 +97,9 @@ def scale_out(ecs: Any, params: dict[str, Any], check_mode: bool = False) -> Res
 
     params: cluster, service, desired_count, max_desired_count, allow_scale_down=False,
     min_desired_count (optional floor for allowed scale-downs), allow_remediation.
-    Idempotent by state: a service already at or above the target is left alone.
+    Idempotent by state: a service already at or above the target is left alone. With an
+    incident_id, the service tag `incident-ops:scale-out` = "<incident_id> <from> <to>" is written
+    before the update, so a retry after a killed try knows the change was this incident's.
     """
     action = "ecs_scale_out"
     cluster = require_param(params, "cluster", action)
@@ -120,15 +124,22 @@ def scale_out(ecs: Any, params: dict[str, Any], check_mode: bool = False) -> Res
     svc = describe_service(ecs, cluster, service)
     before = _service_view(svc)
     current = int(svc["desiredCount"])
+    incident_id = params.get("incident_id")
     if current == target or (current > target and not allow_down):
         why = "" if current == target else f" (not scaling down to {target}: allow_scale_down is false)"
+        details: dict[str, Any] = {"target": target}
+        record = service_tags(ecs, svc["serviceArn"]).get(SCALE_OUT_TAG, "") if incident_id else ""
+        if record.split()[:1] == [incident_id] and record.split()[-1:] == [str(target)]:
+            details[DONE_EARLIER] = True  # this incident's earlier try scaled it
         return Result(False, before, before, f"{service}: desired count is already {current}{why}",
-                      {"target": target}, check_mode)
+                      details, check_mode)
     verb = "scale down" if current > target else "scale out"
     if check_mode:
         after = {**before, "desired_count": target}
         return Result(True, before, after, f"would {verb} {service} from {current} to {target} tasks",
                       {"target": target}, check_mode)
+    if incident_id:
+        tag_service(ecs, svc["serviceArn"], {SCALE_OUT_TAG: f"{incident_id} {current} {target}"})
     updated = ecs.update_service(cluster=cluster, service=service, desiredCount=target)["service"]
     return Result(True, before, _service_view(updated), f"{verb} {service} from {current} to {target} tasks",
                   {"target": target}, check_mode)
