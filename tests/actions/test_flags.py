@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from incident_ops.actions.base import ActionError, GuardRailError
+from incident_ops.actions.base import DONE_EARLIER, ActionError, GuardRailError
 from incident_ops.actions.flags import set_feature_flag
 
 from .inventory import Inventory
@@ -37,6 +37,24 @@ def test_set_flag_check_apply_again(clients, inventory: Inventory) -> None:
 
     back = set_feature_flag(ssm, {**params, "value": "off"}, check_mode=False)
     assert back.changed and value(ssm) == "off"
+
+
+def test_a_retry_knows_the_flag_was_set_by_this_incident(clients, inventory: Inventory) -> None:
+    ssm = clients.ssm
+    params = {"name": FLAG, "value": "on", "allow_remediation": True, "incident_id": "INC-20261128-0c0c0c"}
+    assert set_feature_flag(ssm, params, check_mode=False).changed
+    history = ssm.get_parameter_history(Name=FLAG)["Parameters"]
+    assert history[-1]["Description"] == "incident-ops: INC-20261128-0c0c0c"
+
+    # The try was killed before it could report; its retry finds the flag set, and by whom.
+    retry = set_feature_flag(ssm, params, check_mode=False)
+    assert not retry.changed and retry.details[DONE_EARLIER] is True
+    # Another incident finding the flag on did not set it.
+    other = set_feature_flag(ssm, {**params, "incident_id": "INC-20261128-0d0d0d"}, check_mode=False)
+    assert not other.changed and DONE_EARLIER not in other.details
+    # Nor does anyone once a person set it by hand after the incident's change.
+    ssm.put_parameter(Name=FLAG, Value="on", Type="String", Overwrite=True, Description="by hand")
+    assert DONE_EARLIER not in set_feature_flag(ssm, params, check_mode=False).details
 
 
 def test_set_flag_creates_a_missing_parameter(clients, inventory: Inventory) -> None:
