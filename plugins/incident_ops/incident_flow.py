@@ -284,6 +284,8 @@ def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
     record = ledger.get(incident["id"])
     if record.get("acknowledged_at"):
         return {"by": record.get("acknowledged_by"), "at": _iso(record["acknowledged_at"]), "source": "ledger"}
+    if not was_paged(ledger, incident["id"]):
+        return None  # P3/P4 page nobody: there is no PagerDuty incident to acknowledge
     pager = services_for(incident["environment"]).pager
     if pager is None or pager.rest is None:
         return None

@@ -89,3 +89,33 @@ def test_a_raised_severity_shortens_the_wait(ledger: Ledger) -> None:
                         occurrence_key="raise")
     assert ledger.get(incident["id"])["severity"] == "P1"
     assert poke_once(incident, first_poke) is AirflowSkipException
+
+
+class AcknowledgedInPagerDuty:
+    """PagerDuty's REST side as `acknowledgement` uses it: the incident was acknowledged in the app."""
+
+    rest = True
+
+    def __init__(self) -> None:
+        self.lookups: list[str] = []
+
+    def incident_for_dedup_key(self, dedup_key: str) -> dict[str, Any]:
+        self.lookups.append(dedup_key)
+        return {"acknowledged_at": NOW.isoformat(), "acknowledged_by": "PTANAKA"}
+
+
+@pytest.mark.parametrize(("severity", "paged"), [("P1", True), ("P3", False)])
+def test_pagerduty_is_asked_only_for_an_incident_it_paged(ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
+                                                          severity: str, paged: bool) -> None:
+    pagerduty = AcknowledgedInPagerDuty()
+    monkeypatch.setattr(incident_flow, "services_for", lambda environment: type("S", (), {"pager": pagerduty})())
+    incident = open_incident(ledger, severity, detected_minutes_ago=1)
+    if paged:  # what notify_responders records for a P1
+        ledger.record_event(incident["id"], at=NOW, kind="notified", actor="incident_ops", message="oncall via pagerduty: ok",
+                            data={"results": [{"target": "oncall", "via": "pagerduty", "ok": True}]},
+                            idempotency_key="notified")
+    found = incident_flow.acknowledgement(incident)
+    if paged:
+        assert found["source"] == "pagerduty" and ledger.get(incident["id"])["acknowledged_by"] == "PTANAKA"
+    else:  # P3/P4 page nobody: no PagerDuty incident exists, so none is looked up
+        assert found is None and pagerduty.lookups == []
