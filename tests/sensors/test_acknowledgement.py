@@ -15,8 +15,6 @@ from incident_ops import incident_flow
 from incident_ops.core.ledger import Ledger
 from incident_ops.sensors.acknowledgement import AcknowledgementSensor
 
-NOW = dt.datetime.now(dt.UTC)
-
 
 class NoPagerDuty:
     pager = None
@@ -33,6 +31,12 @@ class FirstPoke:
 
 
 @pytest.fixture
+def now() -> dt.datetime:
+    """The test's start: the sensor compares deadlines with the real clock."""
+    return dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     monkeypatch.setenv("INCIDENT_OPS_LEDGER_URL", url)
@@ -40,8 +44,8 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     return Ledger(url)
 
 
-def open_incident(ledger: Ledger, severity: str, detected_minutes_ago: float) -> dict[str, Any]:
-    detected = NOW - dt.timedelta(minutes=detected_minutes_ago)
+def open_incident(ledger: Ledger, now: dt.datetime, severity: str, detected_minutes_ago: float) -> dict[str, Any]:
+    detected = now - dt.timedelta(minutes=detected_minutes_ago)
     record, _ = ledger.open_or_join(fingerprint=f"fp-{severity}-{detected_minutes_ago}", severity=severity,
                                     symptom="s", title="t", service="backend", environment="production",
                                     reporter="test", at=detected, occurrence_key="o", detected_at=detected)
@@ -57,35 +61,35 @@ def poke_once(incident: dict[str, Any], first_poke: dt.datetime) -> type[Excepti
     return raised.type
 
 
-def test_keeps_waiting_until_the_deadline_counted_from_the_first_poke(ledger: Ledger) -> None:
+def test_keeps_waiting_until_the_deadline_counted_from_the_first_poke(ledger: Ledger, now: dt.datetime) -> None:
     # P1 (15 min): detected 10 min ago, first poke 1 min after; 5 min are left, 9 have run. The wait
     # lasts to the deadline, not to the midpoint between first poke and deadline.
-    incident = open_incident(ledger, "P1", detected_minutes_ago=10)
-    assert poke_once(incident, first_poke=NOW - dt.timedelta(minutes=9)) is AirflowRescheduleException
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=10)
+    assert poke_once(incident, first_poke=now - dt.timedelta(minutes=9)) is AirflowRescheduleException
 
 
-def test_past_the_deadline_it_is_skipped_for_the_escalation(ledger: Ledger) -> None:
-    incident = open_incident(ledger, "P1", detected_minutes_ago=16)
-    assert poke_once(incident, first_poke=NOW - dt.timedelta(minutes=15)) is AirflowSkipException
+def test_past_the_deadline_it_is_skipped_for_the_escalation(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=16)
+    assert poke_once(incident, first_poke=now - dt.timedelta(minutes=15)) is AirflowSkipException
 
 
-def test_an_acknowledgement_in_the_ledger_ends_the_wait(ledger: Ledger) -> None:
-    incident = open_incident(ledger, "P1", detected_minutes_ago=16)
-    ledger.acknowledge(incident["id"], NOW, "tanaka")
+def test_an_acknowledgement_in_the_ledger_ends_the_wait(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=16)
+    ledger.acknowledge(incident["id"], now, "tanaka")
     sensor = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
-    found = sensor.execute({"ti": FirstPoke(NOW - dt.timedelta(minutes=15))})
+    found = sensor.execute({"ti": FirstPoke(now - dt.timedelta(minutes=15))})
     assert (found["by"], found["source"]) == ("tanaka", "ledger")
 
 
-def test_a_raised_severity_shortens_the_wait(ledger: Ledger) -> None:
+def test_a_raised_severity_shortens_the_wait(ledger: Ledger, now: dt.datetime) -> None:
     # P2 (30 min), detected 20 min ago: still waiting. A P1 alarm joins it (the ledger raises the
     # severity): P1's 15 min have passed, so the escalation takes over now.
-    incident = open_incident(ledger, "P2", detected_minutes_ago=20)
-    first_poke = NOW - dt.timedelta(minutes=19)
+    incident = open_incident(ledger, now, "P2", detected_minutes_ago=20)
+    first_poke = now - dt.timedelta(minutes=19)
     assert poke_once(incident, first_poke) is AirflowRescheduleException
     record = ledger.get(incident["id"])
     ledger.open_or_join(fingerprint=record["fingerprint"], severity="P1", symptom="s", title="t",
-                        service="backend", environment="production", reporter="webhook", at=NOW,
+                        service="backend", environment="production", reporter="webhook", at=now,
                         occurrence_key="raise")
     assert ledger.get(incident["id"])["severity"] == "P1"
     assert poke_once(incident, first_poke) is AirflowSkipException
@@ -96,22 +100,23 @@ class AcknowledgedInPagerDuty:
 
     rest = True
 
-    def __init__(self) -> None:
+    def __init__(self, acknowledged_at: dt.datetime) -> None:
+        self.acknowledged_at = acknowledged_at
         self.lookups: list[str] = []
 
     def incident_for_dedup_key(self, dedup_key: str) -> dict[str, Any]:
         self.lookups.append(dedup_key)
-        return {"acknowledged_at": NOW.isoformat(), "acknowledged_by": "PTANAKA"}
+        return {"acknowledged_at": self.acknowledged_at.isoformat(), "acknowledged_by": "PTANAKA"}
 
 
 @pytest.mark.parametrize(("severity", "paged"), [("P1", True), ("P3", False)])
-def test_pagerduty_is_asked_only_for_an_incident_it_paged(ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
+def test_pagerduty_is_asked_only_for_an_incident_it_paged(ledger: Ledger, now: dt.datetime, monkeypatch: pytest.MonkeyPatch,
                                                           severity: str, paged: bool) -> None:
-    pagerduty = AcknowledgedInPagerDuty()
+    pagerduty = AcknowledgedInPagerDuty(acknowledged_at=now)
     monkeypatch.setattr(incident_flow, "services_for", lambda environment: type("S", (), {"pager": pagerduty})())
-    incident = open_incident(ledger, severity, detected_minutes_ago=1)
+    incident = open_incident(ledger, now, severity, detected_minutes_ago=1)
     if paged:  # what notify_responders records for a P1
-        ledger.record_event(incident["id"], at=NOW, kind="notified", actor="incident_ops", message="oncall via pagerduty: ok",
+        ledger.record_event(incident["id"], at=now, kind="notified", actor="incident_ops", message="oncall via pagerduty: ok",
                             data={"results": [{"target": "oncall", "via": "pagerduty", "ok": True}]},
                             idempotency_key="notified")
     found = incident_flow.acknowledgement(incident)
