@@ -300,7 +300,7 @@ class DistributedStack:
                           process=self.processes["airflow-apiserver"])
             self._wait_components_healthy()
             self._wait_worker()
-            self._wait_for_dag(DAG_ID)
+            AirflowApi(self.base_url).wait_for_dag(DAG_ID)
             say("distributed stack ready")
         except BaseException:
             self.stop()  # its report stays in self.teardown
@@ -441,17 +441,6 @@ class DistributedStack:
                 pass
             time.sleep(2)
         raise TimeoutError(f"the Celery worker {self.worker_hostname} did not answer a ping within {timeout:.0f}s")
-
-    def _wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
-        api = AirflowApi(self.base_url)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                api._request("GET", f"/dags/{dag_id}")
-                return
-            except RuntimeError:
-                time.sleep(1)
-        raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
 
     # --- faults: kill, stop and start one component -----------------------------------------------
 

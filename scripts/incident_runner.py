@@ -124,6 +124,17 @@ class AirflowApi:
         answer = self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails?response_received=false")
         return answer.get("hitl_details", [])
 
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        """Until the DAG processor has parsed `dag_id` and the API lists it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._request("GET", f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
+
     def answer_hitl(self, dag_id: str, run_id: str, task_id: str, chosen: list[str]) -> Any:
         return self._request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
                              json={"chosen_options": chosen, "params_input": {}})
@@ -194,15 +205,7 @@ class LocalStack:
         return self
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
-        api = AirflowApi(self.base_url)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                api._request("GET", f"/dags/{dag_id}")
-                return
-            except RuntimeError:
-                time.sleep(1)
-        raise TimeoutError(f"DAG {dag_id} was not listed within {timeout:.0f}s")
+        AirflowApi(self.base_url).wait_for_dag(dag_id, timeout)
 
     def stop(self) -> None:
         errors = []
