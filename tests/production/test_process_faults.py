@@ -257,30 +257,40 @@ def check_nothing_done_twice(observed: dict[str, Any]) -> None:
 # --- the faults --------------------------------------------------------------------------------------
 
 
+def fault_during_rollback(stack: DistributedStack, inject: Callable[[AirflowApi, dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """A deploy incident in the background; `inject` (given the rollback's progress) runs while the
+    rollback follows its GitHub run; then what both tests observe. Any error fails the test with the
+    components' logs."""
+    api = AirflowApi(stack.base_url)
+    incident = IncidentInBackground(stack, SCENARIO, {"github_delay": GITHUB_DELAY}).start()
+    try:
+        observed = inject(api, rollback_in_progress(stack, api, incident))
+        observed.update(common_observations(stack, api, incident.finish()))
+        if observed["report"]["dag_run_state"] != "success":
+            observed["logs"] = stack.log_tails()
+        return observed
+    except Exception as exc:  # noqa: BLE001 - reported with the components' logs
+        failure = f"{type(exc).__name__}: {exc}\n{stack.log_tails()}"
+    pytest.fail(failure)
+
+
 def test_a_worker_killed_mid_remediation_is_retried_and_nothing_is_done_twice(stack: DistributedStack) -> None:
     """Injected: SIGKILL to the Celery worker and every process it started (its task runner too) while
     recover.deploy.rollback follows its rollback.yml run; then a new worker with the same command."""
-    api = AirflowApi(stack.base_url)
-    incident = IncidentInBackground(stack, SCENARIO, {"github_delay": GITHUB_DELAY}).start()
-    observed: dict[str, Any] = {}
-    failure = None
-    try:
-        progress = rollback_in_progress(stack, api, incident)
+    killed_at = 0.0
+
+    def kill_the_worker(api: AirflowApi, progress: dict[str, Any]) -> dict[str, Any]:
+        nonlocal killed_at
         worker_group = stack.processes["airflow-worker"].pgid
         killed_at = time.monotonic()
-        observed["killed"] = stack.kill("airflow-worker")
-        observed["worker_down"] = {"ti": task_instance(api, progress["run_id"], ROLLBACK_TASK)}
+        killed = stack.kill("airflow-worker")
+        worker_down = {"ti": task_instance(api, progress["run_id"], ROLLBACK_TASK)}
         stack.start_component("airflow-worker")
-        observed["worker_back_after"] = round(time.monotonic() - killed_at, 1)
-        observed["worker_group"] = worker_group
-        observed.update(common_observations(stack, api, incident.finish()))
-        observed["recovered_after_kill"] = round(time.monotonic() - killed_at, 1)
-        if observed["report"]["dag_run_state"] != "success":
-            observed["logs"] = stack.log_tails()
-    except Exception as exc:  # noqa: BLE001 - reported with the components' logs
-        failure = f"{type(exc).__name__}: {exc}\n{stack.log_tails()}"
-    if failure:
-        pytest.fail(failure)
+        return {"killed": killed, "worker_down": worker_down, "worker_group": worker_group,
+                "worker_back_after": round(time.monotonic() - killed_at, 1)}
+
+    observed = fault_during_rollback(stack, kill_the_worker)
+    observed["recovered_after_kill"] = round(time.monotonic() - killed_at, 1)
     print(f"worker kill: {len(observed['killed'])} processes killed, worker back after {observed['worker_back_after']} s, "
           f"run finished {observed['recovered_after_kill']} s after the kill; rollback tries "
           f"{[(t['try_number'], t['state']) for t in observed['rollback_tries']]}")
@@ -302,23 +312,12 @@ def test_a_worker_killed_mid_remediation_is_retried_and_nothing_is_done_twice(st
 def test_a_scheduler_restarted_mid_run_loses_nothing_and_repeats_nothing(stack: DistributedStack) -> None:
     """Injected: the scheduler's process group stopped (SIGTERM; SIGKILL after 30 s) while
     recover.deploy.rollback runs on the worker; then a new scheduler with the same command."""
-    api = AirflowApi(stack.base_url)
-    incident = IncidentInBackground(stack, SCENARIO, {"github_delay": GITHUB_DELAY}).start()
-    observed: dict[str, Any] = {}
-    failure = None
-    try:
-        progress = rollback_in_progress(stack, api, incident)
+    def restart_the_scheduler(api: AirflowApi, progress: dict[str, Any]) -> dict[str, Any]:
         old_scheduler = stack.processes["airflow-scheduler"]
-        observed["restart"] = stack.restart("airflow-scheduler")
-        observed["old_scheduler_gone"] = not old_scheduler.group_alive()
-        observed["at_restart"] = progress["ti"]
-        observed.update(common_observations(stack, api, incident.finish()))
-        if observed["report"]["dag_run_state"] != "success":
-            observed["logs"] = stack.log_tails()
-    except Exception as exc:  # noqa: BLE001 - reported with the components' logs
-        failure = f"{type(exc).__name__}: {exc}\n{stack.log_tails()}"
-    if failure:
-        pytest.fail(failure)
+        restart = stack.restart("airflow-scheduler")
+        return {"restart": restart, "old_scheduler_gone": not old_scheduler.group_alive(), "at_restart": progress["ti"]}
+
+    observed = fault_during_rollback(stack, restart_the_scheduler)
     print(f"scheduler restart: {observed['restart']}; rollback tries "
           f"{[(t['try_number'], t['state']) for t in observed['rollback_tries']]}")
 
