@@ -34,7 +34,7 @@ from incident_ops.params import INCIDENT_ID_PATTERN
 def incident_acknowledge() -> None:
     @task
     def acknowledge(params: dict | None = None) -> dict:
-        from incident_ops.incident_flow import acknowledge_incident
+        from incident_ops.flows.incident import acknowledge_incident
 
         return acknowledge_incident(params["incident_id"], params["responder"])
 

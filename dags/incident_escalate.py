@@ -42,13 +42,13 @@ from incident_ops.params import INCIDENT_ID_PATTERN
 def incident_escalate() -> None:
     @task.sensor(poke_interval=5, timeout=30 * 60, mode="reschedule")
     def wait_for_first_notice(params: dict | None = None) -> PokeReturnValue:
-        from incident_ops.escalation_flow import first_notice_sent
+        from incident_ops.flows.escalation import first_notice_sent
 
         return PokeReturnValue(is_done=first_notice_sent(params["incident_id"]))
 
     @task
     def raise_severity(params: dict | None = None) -> dict:
-        from incident_ops.escalation_flow import raise_severity
+        from incident_ops.flows.escalation import raise_severity
 
         return raise_severity(params["incident_id"], params["severity"])
 

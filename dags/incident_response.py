@@ -50,7 +50,7 @@ SERVICE = "{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['service'] }}"
 
 def flow():
     """The task bodies, imported when a task runs (clients and boto3 stay out of DAG parsing)."""
-    from incident_ops import incident_flow
+    from incident_ops.flows import incident as incident_flow
 
     return incident_flow
 

@@ -29,7 +29,7 @@ from airflow.sdk import CronTriggerTimetable, dag, task
 def incident_response_report() -> None:
     @task
     def weekly_report(dag_run=None, logical_date=None) -> dict:
-        from incident_ops.scheduled import incident_response_report as run
+        from incident_ops.flows.scheduled import incident_response_report as run
 
         result = run(logical_date or dag_run.run_after)
         return {key: result[key] for key in ("start", "end", "incidents", "files", "posted")} | {

@@ -48,7 +48,7 @@ def oncall_handoff() -> None:
     def post_handoff(dag_run=None, logical_date=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from incident_ops.scheduled import oncall_handoff as run
+        from incident_ops.flows.scheduled import oncall_handoff as run
 
         result = run(logical_date or dag_run.run_after)
         if not result["posted"]:

@@ -37,7 +37,7 @@ def postmortem_done() -> None:
     def mark_done(params: dict | None = None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from incident_ops.scheduled import mark_postmortem_done
+        from incident_ops.flows.scheduled import mark_postmortem_done
 
         try:
             return mark_postmortem_done(params["incident_id"], path=params.get("path") or None,

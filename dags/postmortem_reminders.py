@@ -35,7 +35,7 @@ from airflow.sdk import CronTriggerTimetable, dag, task
 def postmortem_reminders() -> None:
     @task
     def send_reminders(dag_run=None, logical_date=None) -> dict:
-        from incident_ops.scheduled import postmortem_reminders as run
+        from incident_ops.flows.scheduled import postmortem_reminders as run
 
         return run(logical_date or dag_run.run_after)
 

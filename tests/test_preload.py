@@ -18,13 +18,13 @@ errors = preload(*([tuple(sys.argv[1].split(","))] if len(sys.argv) > 1 else [])
 again = preload()
 before = set(sys.modules)
 runpy.run_path(sys.argv[2] if len(sys.argv) > 2 else "dags/incident_response.py")
-from incident_ops import incident_flow
+from incident_ops.flows import incident as incident_flow
 print(json.dumps({
     "errors": errors,
     "same_answer_twice": again is errors,
     "imported_by_dag_parse": sorted({m.split(".")[0] for m in set(sys.modules) - before}),
     "runbooks_cached": incident_flow.load.cache_info().currsize,
-    "loaded": sorted(m for m in ("boto3", "slack_sdk", "pagerduty", "incident_ops.incident_flow",
+    "loaded": sorted(m for m in ("boto3", "slack_sdk", "pagerduty", "incident_ops.flows.incident",
                                  "incident_ops.operators.remediation") if m in sys.modules),
 }))
 """
@@ -45,7 +45,7 @@ def test_preload_imports_every_task_module_so_parsing_the_dag_imports_no_new_pac
     seen = probe()
     assert seen["errors"] and all(error is None for error in seen["errors"].values()), seen["errors"]
     assert seen["same_answer_twice"]
-    assert seen["loaded"] == ["boto3", "incident_ops.incident_flow", "incident_ops.operators.remediation",
+    assert seen["loaded"] == ["boto3", "incident_ops.flows.incident", "incident_ops.operators.remediation",
                               "pagerduty", "slack_sdk"]
     # Parsing the incident DAG in the forked task adds no package the parent did not already have
     # (only Airflow's own lazily imported serialization parts, and croniter for the timetable).

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from incident_ops import incident_flow, playbook
+from incident_ops.actions import playbook
 from incident_ops.actions.base import DONE_EARLIER
 from incident_ops.core.ledger import LEDGER_URL_ENV, Ledger
+from incident_ops.flows import incident as incident_flow
 from incident_ops.operators.remediation import RemediationOperator
 
 DETECTED = dt.datetime(2026, 11, 2, 1, 0, tzinfo=dt.UTC)

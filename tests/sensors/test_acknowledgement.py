@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
 
-from incident_ops import incident_flow
 from incident_ops.core.ledger import Ledger
+from incident_ops.flows import incident as incident_flow
 from incident_ops.sensors.acknowledgement import AcknowledgementSensor
 
 

@@ -86,7 +86,7 @@ def _deliver(args: tuple[str, str, int, int]) -> list[dict]:
 
 
 def test_separate_processes_race_into_one_incident(any_ledger_url: str) -> None:
-    import incident_ops.incident_flow  # noqa: F401 - imported once here, inherited by the forked workers
+    import incident_ops.flows.incident  # noqa: F401 - imported once here, inherited by the forked workers
     import incident_ops.params  # noqa: F401
     from incident_ops.core.runbook import runbook_path
 

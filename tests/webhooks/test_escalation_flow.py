@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from sandbox.server import Sandbox
 
-from incident_ops import escalation_flow, incident_flow
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
+from incident_ops.flows import escalation as escalation_flow
+from incident_ops.flows import incident as incident_flow
 from incident_ops.services import IncidentServices, ServiceSettings
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from incident_ops.core.runbook import SEVERITIES, Runbook
 
 __all__ = [
+    "fingerprint_for",
     "Classification",
     "classify",
     "higher_severity",
@@ -217,3 +218,11 @@ def classify(
         rule=f"override by reporter → {forced} (the rules gave {result.severity}: {result.rule})",
         source="override",
     )
+
+
+def fingerprint_for(environment: str, service: str, symptom_id: str | None, symptom_text: str,
+                    alarm: dict[str, Any] | None) -> str:
+    """One open incident per fingerprint: the alarm when there is one, else service + symptom."""
+    if alarm and alarm.get("AlarmName"):
+        return f"{environment}:alarm:{alarm['AlarmName']}"
+    return f"{environment}:{service}:{symptom_id or normalize_text(symptom_text)[:80]}"

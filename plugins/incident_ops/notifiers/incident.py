@@ -26,7 +26,7 @@ class IncidentFailureNotifier(BaseNotifier):
         from incident_ops.core import messages
         from incident_ops.core.ledger import Ledger
         from incident_ops.core.oncall import rotation_engineer
-        from incident_ops.incident_flow import load, services_for
+        from incident_ops.flows.incident import load, services_for
 
         ti = context["ti"]
         incident = ti.xcom_pull(task_ids=self.open_task_id) or {}

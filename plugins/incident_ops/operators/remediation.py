@@ -45,9 +45,9 @@ class RemediationOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from incident_ops.actions.base import DONE_EARLIER
+        from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS, run_step
         from incident_ops.core.ledger import Ledger
-        from incident_ops.incident_flow import load, services_for
-        from incident_ops.playbook import DESTRUCTIVE_ACTIONS, run_step
+        from incident_ops.flows.incident import load, services_for
 
         runbook = load()
         check_mode = self._flag(self.check_mode)

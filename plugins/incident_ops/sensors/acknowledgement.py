@@ -32,7 +32,7 @@ class AcknowledgementSensor(BaseSensorOperator):
         self.incident = incident
 
     def execute(self, context: Any) -> Any:
-        from incident_ops.incident_flow import current_response_deadline
+        from incident_ops.flows.incident import current_response_deadline
 
         # The deadline of the incident's severity now (a later, higher alarm shortens it), counted
         # against the first poke: in reschedule mode Airflow measures the run from there.
@@ -42,7 +42,7 @@ class AcknowledgementSensor(BaseSensorOperator):
         return super().execute(context)
 
     def poke(self, context: Any) -> PokeReturnValue:
-        from incident_ops.incident_flow import acknowledgement
+        from incident_ops.flows.incident import acknowledgement
 
         found = acknowledgement(self.incident)
         return PokeReturnValue(is_done=found is not None, xcom_value=found)

@@ -33,7 +33,7 @@ class HealthSensor(BaseSensorOperator):
         self.timeout_seconds = timeout_seconds
 
     def execute(self, context: Any) -> None:
-        from incident_ops.incident_flow import services_for
+        from incident_ops.flows.incident import services_for
 
         settings = services_for(self.environment).settings
         self.defer(

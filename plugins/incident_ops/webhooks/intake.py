@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from incident_ops.core.ledger import Ledger, events_table
 from incident_ops.core.runbook import SEVERITIES, Runbook
-from incident_ops.core.triage import classify
+from incident_ops.core.triage import classify, fingerprint_for
 
 __all__ = [
     "ESCALATE_DAG_ID",
@@ -273,7 +273,6 @@ class Intake:
 
     def alarm_report(self, alarm: Mapping[str, Any], *, environment: str, reporter: str, occurrence_key: str,
                      received_at: dt.datetime) -> Report:
-        from incident_ops.incident_flow import fingerprint_for
 
         result = classify(self.runbook, None, alarm=alarm, environment=environment)
         env = self.runbook.environment(environment)
@@ -307,7 +306,6 @@ class Intake:
         )
 
     def alert_report(self, alert: Alert, *, occurrence_key: str, received_at: dt.datetime) -> Report:
-        from incident_ops.incident_flow import fingerprint_for
 
         environment = alert.environment or (
             "production" if "production" in self.runbook.environments else next(iter(self.runbook.environments)))

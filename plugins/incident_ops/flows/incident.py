@@ -21,7 +21,7 @@ from incident_ops.core.escalation import route, unacknowledged_route
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.oncall import rotation_engineer
 from incident_ops.core.runbook import Runbook, runbook_path
-from incident_ops.core.triage import classify, normalize_text
+from incident_ops.core.triage import classify, fingerprint_for
 from incident_ops.services import IncidentServices
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 @cache
@@ -82,14 +82,6 @@ def _now() -> dt.datetime:
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def fingerprint_for(environment: str, service: str, symptom_id: str | None, symptom_text: str,
-                    alarm: dict[str, Any] | None) -> str:
-    """One open incident per fingerprint: the alarm when there is one, else service + symptom."""
-    if alarm and alarm.get("AlarmName"):
-        return f"{environment}:alarm:{alarm['AlarmName']}"
-    return f"{environment}:{service}:{symptom_id or normalize_text(symptom_text)[:80]}"
 
 
 # --- Phase 1: detect and declare -----------------------------------------------------------------

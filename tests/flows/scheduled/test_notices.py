@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from incident_ops.core.ledger import Ledger, events_table, incidents_table
-from tests.scheduled.conftest import jst
+from tests.flows.scheduled.conftest import jst
 
 
 def test_record_notice_once(ledger: Ledger) -> None:

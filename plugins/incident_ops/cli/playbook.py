@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from incident_ops.cli import EXIT_OK, command
+from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS, run_playbook
+from incident_ops.cli.main import EXIT_OK, command
 from incident_ops.core.runbook import SCENARIOS, Runbook
-from incident_ops.playbook import DESTRUCTIVE_ACTIONS, run_playbook
 from incident_ops.services import IncidentServices, ServiceSettings
 
 EXIT_STEP_FAILED = 1

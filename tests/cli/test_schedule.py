@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from incident_ops.cli import COMMANDS, build_parser, main
+from incident_ops.cli.main import COMMANDS, build_parser, main
 from incident_ops.core.ledger import LEDGER_URL_ENV, Ledger
-from tests.scheduled.conftest import add_incident, jst
+from tests.flows.scheduled.conftest import add_incident, jst
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

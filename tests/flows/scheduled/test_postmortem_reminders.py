@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 from pytest_httpserver import HTTPServer
 
-from incident_ops import scheduled
 from incident_ops.clients.slack import IncidentSlack, make_web_client, message_key
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
+from incident_ops.flows import scheduled
 from tests.clients.conftest import FakeSlack, patch_slack_sleeps
-from tests.scheduled.conftest import RecordingSlack, add_incident, jst
+from tests.flows.scheduled.conftest import RecordingSlack, add_incident, jst
 
 RECOVERED = jst(2026, 11, 20, 22, 30)
 

@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import pytest
 from pytest_httpserver import HTTPServer
 
-from incident_ops import scheduled
 from incident_ops.clients.pagerduty import IncidentPager
 from incident_ops.clients.slack import IncidentSlack, make_web_client, message_key
 from incident_ops.core.handoff import timetable_crons
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
+from incident_ops.flows import scheduled
 from tests.clients.conftest import FakePagerDuty, FakeSlack, patch_slack_sleeps
-from tests.scheduled.conftest import FakePager, RecordingSlack, add_incident, jst
+from tests.flows.scheduled.conftest import FakePager, RecordingSlack, add_incident, jst
 
 DEV_TEAM = "#dev-team"
 

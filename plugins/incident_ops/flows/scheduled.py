@@ -61,7 +61,7 @@ def _now() -> dt.datetime:
 def _runbook(runbook: Runbook | None) -> Runbook:
     if runbook is not None:
         return runbook
-    from incident_ops.incident_flow import load
+    from incident_ops.flows.incident import load
 
     return load()
 
@@ -69,7 +69,7 @@ def _runbook(runbook: Runbook | None) -> Runbook:
 def _services(runbook: Runbook, services: Any, environment: str | None) -> Any:
     if services is not None:
         return services
-    from incident_ops.incident_flow import services_for
+    from incident_ops.flows.incident import services_for
 
     name = environment or (DEFAULT_ENVIRONMENT if DEFAULT_ENVIRONMENT in runbook.environments else next(iter(runbook.environments)))
     return services_for(name)
@@ -447,7 +447,7 @@ def report_chart(runbook: Runbook, report: reporting.Report, path: Path) -> Path
 def _reports_dir(out_dir: Path | str | None) -> Path:
     if out_dir is not None:
         return Path(out_dir)
-    from incident_ops.incident_flow import state_dir
+    from incident_ops.flows.incident import state_dir
 
     return state_dir() / "reports"
 

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pytest
 from pytest_httpserver import HTTPServer
 
-from incident_ops import scheduled
 from incident_ops.clients.http import HttpClient, RetryPolicy
 from incident_ops.clients.slack import IncidentSlack, make_web_client
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
+from incident_ops.flows import scheduled
 from tests.clients.conftest import FakeSlack, patch_slack_sleeps
-from tests.scheduled.conftest import RecordingSlack, add_incident, jst
+from tests.flows.scheduled.conftest import RecordingSlack, add_incident, jst
 
 AT = jst(2026, 11, 30, 9)  # Monday 9:00: the week 11/23 (a holiday) to 11/29
 M = dt.timedelta(minutes=1)

@@ -17,7 +17,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from incident_ops.cli import command, parse_instant
+from incident_ops.cli.main import command, parse_instant
 from incident_ops.core import handoff as rules
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
@@ -59,7 +59,7 @@ def handoff(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
     at = _instant_or_now(args.at).astimezone(runbook.tz)
     ledger = Ledger()
     pager = _pager(runbook, args.environment) if args.pagerduty else None
-    from incident_ops.scheduled import plan_slot
+    from incident_ops.flows.scheduled import plan_slot
 
     slots = rules.slots_at(runbook, at)
     mentions = "plain" if args.plain else "slack"
@@ -108,7 +108,7 @@ def _configure_reminders(parser: argparse.ArgumentParser) -> None:
 @command("reminders", "which postmortem reminders are due at an instant (ポストモーテム期限)", _configure_reminders)
 def reminders(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
     from incident_ops.core.reminders import render_reminder
-    from incident_ops.scheduled import plan_reminders, reminder_targets
+    from incident_ops.flows.scheduled import plan_reminders, reminder_targets
 
     at = _instant_or_now(args.at).astimezone(runbook.tz)
     due, overview = plan_reminders(runbook, Ledger(), at)
@@ -140,7 +140,7 @@ def _configure_done(parser: argparse.ArgumentParser) -> None:
 
 @command("postmortem-done", "mark an incident's postmortem done (stops the reminders)", _configure_done)
 def postmortem_done(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
-    from incident_ops.scheduled import mark_postmortem_done
+    from incident_ops.flows.scheduled import mark_postmortem_done
 
     result = mark_postmortem_done(
         args.incident_id, at=_instant_or_now(args.at), path=args.path, runbook=runbook, ledger=Ledger(), notify=False

@@ -58,7 +58,7 @@ def _label(runbook: Any, symptom: str | None) -> str:
 
 def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     """Raise the incident to `severity` (if it is higher) and notify the new level; see the module doc."""
-    from incident_ops.incident_flow import deliver_notices, load, services_for
+    from incident_ops.flows.incident import deliver_notices, load, services_for
 
     severity_rank(severity)  # ValueError for anything but P1-P4
     runbook = load()

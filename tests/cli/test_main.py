@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from incident_ops.cli import COMMANDS, main
+from incident_ops.cli.main import COMMANDS, main
 from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:

@@ -34,8 +34,8 @@ Configure = Callable[[argparse.ArgumentParser], None]
 EXIT_OK = 0
 EXIT_ERROR = 2
 
-# Modules that register more subcommands with @command when imported (e.g. "incident_ops.cli_playbook").
-COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli_playbook", "incident_ops.cli_schedule")
+# Modules that register more subcommands with @command when imported (e.g. "incident_ops.cli.playbook").
+COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli.playbook", "incident_ops.cli.schedule")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from sandbox.client import sandbox_aws_env
 from sandbox.server import Sandbox, start_sandbox
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
