@@ -4,23 +4,32 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: venv test lint lock demo demo-once clean
+.PHONY: venv test check lint lock demo demo-once clean
 SCENARIO ?= deploy
 
-# Create the virtualenv if missing and install the locked set (re-run when the lock changes).
-$(STAMP): requirements.lock
+# Create the virtualenv if missing, install the locked set and the `incident-ops` command (an editable
+# install of plugins/incident_ops: Airflow keeps importing the same files from plugins/). Re-run when
+# the lock or pyproject.toml changes.
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) 2>/dev/null
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
 venv: $(STAMP)
 
+# The whole suite (what .ci/run runs); prints the 15 slowest tests.
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+
+# The fast tier (about a minute): ruff, then every test that starts no Airflow, no subprocess and no
+# server (markers in pyproject.toml; tests/conftest.py makes such a test fail here if it is unmarked).
+check: venv lint
+	INCIDENT_OPS_TEST_TIER=check $(PY) -m pytest -q -m "not slow and not process and not server" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check dags plugins tests include bench scripts
