@@ -557,7 +557,32 @@ def bench_live() -> None:
         note(f"stack state kept in {state}")
 
 
+def _median_wall(command: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - started)
+    return percentile(times, 50)
+
+
+def bench_cli_startup(runs: int = 10) -> None:
+    """The read-only command line, as installed by make, beside the interpreter's own start (same run)."""
+    command = ROOT / ".venv" / "bin" / "incident-ops"
+    if not command.exists():
+        note(f"cli_startup skipped: {command} is missing (make venv installs it)")
+        return
+    interpreter = _median_wall([sys.executable, "-c", "pass"], runs)
+    figure("interpreter_start", interpreter, "s")
+    for argv in (["severity", "ログインできない"], ["oncall", "--at", "2026-11-28T03:00:00+09:00"]):
+        seconds = _median_wall([str(command), *argv], runs)
+        figure(f"cli_startup_{argv[0]}", seconds, "s")
+        figure(f"cli_startup_{argv[0]}_over_interpreter", seconds / interpreter, "x")
+    note(f"cli_startup: median of {runs} runs each; target <= 0.3 s")
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
+    "cli_startup": bench_cli_startup,
     "parse": bench_parse,
     "economy": bench_economy,
     "fanout": bench_fanout,

@@ -1,6 +1,6 @@
-"""`python -m incident_ops`: the command line (see incident_ops.cli.main)."""
+"""`python -m incident_ops`: the command line (see incident_ops.cli)."""
 
-from incident_ops.cli.main import main
+from incident_ops.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

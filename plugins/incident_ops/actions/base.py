@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["DONE_EARLIER", "ActionError", "GuardRailError", "Result"]
+__all__ = ["DESTRUCTIVE_ACTIONS", "DONE_EARLIER", "ActionError", "GuardRailError", "Result"]
+
+# Steps that change data placement or cut traffic: they need `confirm` (a person's approval).
+DESTRUCTIVE_ACTIONS = frozenset({"rds_failover", "rds_restore_snapshot", "isolate_service"})
 
 # Result.details key: nothing changed now only because an earlier attempt for the same incident made
 # this change (found by the module's per-incident record); the change is in place.

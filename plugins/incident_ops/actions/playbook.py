@@ -11,14 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from incident_ops.actions.base import ActionError, GuardRailError, Result
+from incident_ops.actions.base import DESTRUCTIVE_ACTIONS, ActionError, GuardRailError, Result
 from incident_ops.actions.registry import Clients, run_action, step_params
 from incident_ops.core.runbook import Runbook, Step
 
 __all__ = ["DESTRUCTIVE_ACTIONS", "run_playbook", "run_step", "step_report"]
-
-# Steps that change data placement or cut traffic: they need `confirm` (a person's approval).
-DESTRUCTIVE_ACTIONS = frozenset({"rds_failover", "rds_restore_snapshot", "isolate_service"})
 
 
 def step_report(step: Step, result: Result | None, *, error: str | None = None, skipped: str | None = None) -> dict[str, Any]:

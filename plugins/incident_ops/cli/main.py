@@ -1,6 +1,7 @@
 """Command line for when Airflow itself is down: the same core rules, one subcommand each.
 
-    PYTHONPATH=plugins python -m incident_ops [--runbook PATH] COMMAND [--json] ...
+    .venv/bin/incident-ops [--runbook PATH] COMMAND [--json] ...       (installed by make)
+    PYTHONPATH=plugins python -m incident_ops [--runbook PATH] COMMAND ... (the same, from plugins/)
 
 Every subcommand is a function `(args, runbook) -> (payload, text)` registered in `COMMANDS` with
 the `command` decorator: `payload` is printed as JSON with `--json`, `text` otherwise. Other modules
@@ -18,12 +19,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from incident_ops.core.escalation import Notification, route, unacknowledged_route
-from incident_ops.core.oncall import next_handoffs, oncall_at
 from incident_ops.core.runbook import SEVERITIES, Runbook, RunbookError, load_runbook, runbook_path
-from incident_ops.core.triage import classify
+
+if TYPE_CHECKING:
+    from incident_ops.core.escalation import Notification
+
+# Each command imports the rules it needs when it runs: `severity` pays neither for the calendar's
+# holidays nor for SQLAlchemy, boto3 or the clients (tests/cli checks what a read-only command loads).
 
 __all__ = ["COMMANDS", "COMMAND_MODULES", "Command", "build_parser", "command", "main", "parse_instant"]
 
@@ -142,6 +146,8 @@ def _configure_severity(parser: argparse.ArgumentParser) -> None:
 
 @command("severity", "classify a symptom and/or an alarm (障害レベルの判定)", _configure_severity)
 def severity(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
+    from incident_ops.core.triage import classify
+
     alarm = {"AlarmName": args.alarm} if args.alarm else None
     result = classify(runbook, args.symptom, alarm=alarm, environment=args.env, override=args.override)
     level = runbook.severities[result.severity]
@@ -172,6 +178,8 @@ def _notification_line(runbook: Runbook, notice: Notification) -> str:
 
 @command("route", "who to notify for a severity at an instant (エスカレーションパス)", _configure_route)
 def route_command(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
+    from incident_ops.core.escalation import route, unacknowledged_route
+
     at = _instant_or_now(args.at)
     routing = unacknowledged_route if args.unacknowledged else route
     notifications = routing(runbook, args.severity, at)
@@ -200,6 +208,8 @@ def _configure_oncall(parser: argparse.ArgumentParser) -> None:
 
 @command("oncall", "who is on call at an instant (オンコール体制)", _configure_oncall)
 def oncall(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
+    from incident_ops.core.oncall import next_handoffs, oncall_at
+
     at = _instant_or_now(args.at)
     state = oncall_at(runbook, at)
     handoffs = next_handoffs(runbook, at, args.handoffs)
@@ -236,7 +246,7 @@ def _load_command_modules() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_command_modules()
-    parser = _Parser(prog="python -m incident_ops", description="PeopleBooster incident runbook rules.")
+    parser = _Parser(prog="incident-ops", description="PeopleBooster incident runbook rules.")
     parser.add_argument("--runbook", default=str(runbook_path()), metavar="PATH", help="the runbook YAML")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS, run_playbook
+from incident_ops.actions.base import DESTRUCTIVE_ACTIONS
 from incident_ops.cli.main import EXIT_OK, command
 from incident_ops.core.runbook import SCENARIOS, Runbook
-from incident_ops.services import IncidentServices, ServiceSettings
 
 EXIT_STEP_FAILED = 1
 
@@ -48,6 +47,10 @@ def _text(report: dict[str, Any]) -> str:
 
 @command("playbook", "run a scenario's remediation steps without Airflow (break glass)", _configure)
 def playbook(args: argparse.Namespace, runbook: Runbook) -> tuple[dict[str, Any], str, int]:
+    # Imported here: the read-only commands must not pay for boto3 and the clients.
+    from incident_ops.actions.playbook import run_playbook
+    from incident_ops.services import IncidentServices, ServiceSettings
+
     environment = runbook.environment(args.environment)
     services = IncidentServices(ServiceSettings.from_env(environment))
     incident_id = args.incident_id or f"break-glass-{args.environment}-{args.scenario}"

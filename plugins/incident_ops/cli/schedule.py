@@ -18,13 +18,18 @@ import datetime as dt
 from typing import Any
 
 from incident_ops.cli.main import command, parse_instant
-from incident_ops.core import handoff as rules
-from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
 
 __all__ = ["handoff", "postmortem_done", "reminders"]
 
 Payload = dict[str, Any]
+
+
+def _open_ledger() -> Any:
+    # Imported here: SQLAlchemy is for the commands that read the ledger, not for the whole CLI.
+    from incident_ops.core.ledger import Ledger
+
+    return Ledger()
 
 
 def _pager(runbook: Runbook, environment: str) -> Any:
@@ -56,8 +61,10 @@ def _configure_handoff(parser: argparse.ArgumentParser) -> None:
 
 @command("handoff", "what the on-call handoff posts at an instant (オンコール交代)", _configure_handoff)
 def handoff(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
+    from incident_ops.core import handoff as rules
+
     at = _instant_or_now(args.at).astimezone(runbook.tz)
-    ledger = Ledger()
+    ledger = _open_ledger()
     pager = _pager(runbook, args.environment) if args.pagerduty else None
     from incident_ops.flows.scheduled import plan_slot
 
@@ -111,7 +118,7 @@ def reminders(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]
     from incident_ops.flows.scheduled import plan_reminders, reminder_targets
 
     at = _instant_or_now(args.at).astimezone(runbook.tz)
-    due, overview = plan_reminders(runbook, Ledger(), at)
+    due, overview = plan_reminders(runbook, _open_ledger(), at)
     payload = {
         "at": at.isoformat(),
         "due": [
@@ -143,7 +150,7 @@ def postmortem_done(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload
     from incident_ops.flows.scheduled import mark_postmortem_done
 
     result = mark_postmortem_done(
-        args.incident_id, at=_instant_or_now(args.at), path=args.path, runbook=runbook, ledger=Ledger(), notify=False
+        args.incident_id, at=_instant_or_now(args.at), path=args.path, runbook=runbook, ledger=_open_ledger(), notify=False
     )
     state = "marked done" if result["first"] else "was already done"
     return result, f"{args.incident_id}: postmortem {state} at {result['postmortem_done_at']}; reminders stop"
