@@ -220,6 +220,7 @@ def test_json_flag_before_the_subcommand(capsys: pytest.CaptureFixture[str]) -> 
     assert json.loads(capsys.readouterr().out)["severity"] == "P1"
 
 
+@pytest.mark.process
 def test_python_dash_m(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugins")}
     ok = subprocess.run(

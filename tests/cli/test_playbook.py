@@ -17,6 +17,10 @@ from sandbox.server import Sandbox, start_sandbox
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+# The sandbox (moto server, stand-ins) in this process, and the command as a subprocess.
+pytestmark = [pytest.mark.server, pytest.mark.process]
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     with start_sandbox(tmp_path_factory.mktemp("sandbox"), github_delay=0.3, tick_seconds=3600,

@@ -138,6 +138,7 @@ def test_done_for_an_unknown_incident(capsys: pytest.CaptureFixture[str], ledger
     assert code == 2 and "no incident 'INC-20261120-ffffff'" in data["error"]
 
 
+@pytest.mark.process
 def test_as_a_module(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugins"), LEDGER_URL_ENV: f"sqlite:///{tmp_path / 'l.db'}"}
     result = subprocess.run(
