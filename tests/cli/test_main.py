@@ -246,3 +246,34 @@ def test_python_dash_m(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert str(broken) in bad.stderr
+
+
+@pytest.mark.parametrize("symptom", ["", "   ", "　", "あ" * 501])
+def test_a_symptom_the_trigger_form_refuses_is_refused(symptom: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["severity", symptom, "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error.startswith("symptom:")
+
+
+def test_a_symptom_at_the_forms_limit_is_classified(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["severity", "ログインできない" + "。" * 492, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["severity"] in ("P1", "P2", "P3", "P4")
+
+
+def test_severity_needs_a_symptom_or_an_alarm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["severity", "--json"]) == 2
+    assert "symptom" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_playbook_with_aws_unreachable_says_why_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    for name, value in {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+                        "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "ap-northeast-1",
+                        "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["playbook", "deploy", "--env", "production", "--check", "--json"]) == 1
+    out = capsys.readouterr().out
+    error = json.loads(out)["error"]
+    assert "EndpointConnectionError" in error and "Traceback" not in out

@@ -29,14 +29,29 @@ if TYPE_CHECKING:
 # Each command imports the rules it needs when it runs: `severity` pays neither for the calendar's
 # holidays nor for SQLAlchemy, boto3 or the clients (tests/cli checks what a read-only command loads).
 
-__all__ = ["COMMANDS", "COMMAND_MODULES", "Command", "build_parser", "command", "main", "parse_instant"]
+__all__ = [
+    "COMMANDS",
+    "COMMAND_MODULES",
+    "Command",
+    "CommandFailed",
+    "build_parser",
+    "command",
+    "main",
+    "parse_instant",
+    "symptom_text",
+]
 
 Payload = dict[str, Any]
 Runner = Callable[[argparse.Namespace, Runbook], tuple[Payload, str]]
 Configure = Callable[[argparse.ArgumentParser], None]
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_ERROR = 2
+
+# The trigger form's limits for the symptom (incident_ops.params): the command line refuses what the
+# form refuses.
+SYMPTOM_MAX_LENGTH = 500
 
 # Modules that register more subcommands with @command when imported (e.g. "incident_ops.cli.playbook").
 COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli.playbook", "incident_ops.cli.schedule")
@@ -65,6 +80,10 @@ def command(name: str, help: str, configure: Configure | None = None) -> Callabl
     return register
 
 
+class CommandFailed(RuntimeError):
+    """The command's work failed for a reason outside the input (a service unreachable): exit 1."""
+
+
 class _UsageError(ValueError):
     """A command line argparse rejected (raised instead of argparse's print-and-exit)."""
 
@@ -83,6 +102,19 @@ def parse_instant(text: str, option: str = "--at") -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError(f"{option} needs a UTC offset or 'Z' (e.g. 2026-11-23T10:00:00+09:00), got {text!r}")
     return value
+
+
+def symptom_text(text: str | None, *, required: bool = True) -> str | None:
+    """The symptom as the trigger form accepts it: not blank, at most SYMPTOM_MAX_LENGTH characters."""
+    if text is None:
+        if required:
+            raise ValueError("symptom: required (what is wrong, in Japanese or English)")
+        return None
+    if not text.strip():
+        raise ValueError("symptom: empty; say what is wrong (e.g. 「ログインできない」)")
+    if len(text) > SYMPTOM_MAX_LENGTH:
+        raise ValueError(f"symptom: {len(text)} characters; at most {SYMPTOM_MAX_LENGTH}, as in the trigger form")
+    return text
 
 
 def _instant_or_now(text: str | None) -> dt.datetime:
@@ -149,7 +181,8 @@ def severity(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
     from incident_ops.core.triage import classify
 
     alarm = {"AlarmName": args.alarm} if args.alarm else None
-    result = classify(runbook, args.symptom, alarm=alarm, environment=args.env, override=args.override)
+    symptom = symptom_text(args.symptom, required=alarm is None)
+    result = classify(runbook, symptom, alarm=alarm, environment=args.env, override=args.override)
     level = runbook.severities[result.severity]
     lines = [f"{result.severity} {level.name}: {level.definition}", f"  rule:   {result.rule}"]
     if result.symptom_id:
@@ -271,16 +304,16 @@ def _message(exc: BaseException) -> str:
     return str(exc)
 
 
-def _fail(message: str, as_json: bool) -> int:
+def _fail(message: str, as_json: bool, status: int = EXIT_ERROR) -> int:
     if as_json:
         print(json.dumps({"error": message}, ensure_ascii=False))
     else:
         print(f"error: {message}", file=sys.stderr)
-    return EXIT_ERROR
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; returns the exit status (0 ok, 2 error)."""
+    """Run one subcommand; returns the exit status (0 ok, 1 the work failed, 2 bad input)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -299,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload, text, *status = COMMANDS[args.command].run(args, runbook)
     except (RunbookError, ValueError, KeyError) as exc:
         return _fail(_message(exc), args.json)
+    except CommandFailed as exc:
+        return _fail(str(exc), args.json, EXIT_FAILED)
     print(json.dumps(payload, ensure_ascii=False, indent=2) if args.json else text)
     # A runner may return a third item, its exit status (e.g. a playbook step failed).
     return status[0] if status else EXIT_OK

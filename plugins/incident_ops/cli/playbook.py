@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from incident_ops.actions.base import DESTRUCTIVE_ACTIONS
-from incident_ops.cli.main import EXIT_OK, command
+from incident_ops.cli.main import EXIT_OK, CommandFailed, command
 from incident_ops.core.runbook import SCENARIOS, Runbook
 
 EXIT_STEP_FAILED = 1
@@ -54,17 +54,25 @@ def playbook(args: argparse.Namespace, runbook: Runbook) -> tuple[dict[str, Any]
     environment = runbook.environment(args.environment)
     services = IncidentServices(ServiceSettings.from_env(environment))
     incident_id = args.incident_id or f"break-glass-{args.environment}-{args.scenario}"
-    report = run_playbook(
-        runbook,
-        args.scenario,
-        args.environment,
-        services.clients(),
-        check_mode=args.check,
-        incident_id=incident_id,
-        service=args.service,
-        confirm=args.confirm,
-        include_optional=args.include_optional,
-        since=args.since,
-        overrides=services.settings.action_overrides(),
-    )
+    try:
+        report = run_playbook(
+            runbook,
+            args.scenario,
+            args.environment,
+            services.clients(),
+            check_mode=args.check,
+            incident_id=incident_id,
+            service=args.service,
+            confirm=args.confirm,
+            include_optional=args.include_optional,
+            since=args.since,
+            overrides=services.settings.action_overrides(),
+        )
+    except (ValueError, KeyError):
+        raise  # bad input: exit 2
+    except Exception as exc:  # noqa: BLE001 - the edge: one line that says why, not a traceback
+        # e.g. botocore's EndpointConnectionError when AWS is unreachable; the class names the service.
+        raise CommandFailed(
+            f"playbook {args.scenario} on {args.environment} stopped: {type(exc).__name__}: {exc}"
+        ) from exc
     return report, _text(report), EXIT_OK if report["ok"] else EXIT_STEP_FAILED
