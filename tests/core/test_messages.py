@@ -400,7 +400,8 @@ def test_a_missing_value_is_an_error_not_a_blank() -> None:
 
 def test_render_keeps_the_templates_trailing_newline() -> None:
     text = render(
-        "recovery.txt.j2", everyone="@channel", recovered_time="01:00", outage="1時間0分", cause="c", actions="a"
+        "recovery.txt.j2", everyone="@channel", recovered_time="01:00", outage="1時間0分", cause="c", actions="a",
+        next_steps="ポストモーテム実施予定",
     )
     assert text.endswith("ポストモーテム実施予定\n")
 
@@ -540,6 +541,7 @@ ACTIONS = [
         "at": DETECTED + dt.timedelta(minutes=25),
         "changed": True,
         "message": "latest-1 にロールバック",
+        "details": {"workflow": "rollback.yml", "run_id": 9100000002},
         "approved_by": "山田 花子",
     },
     {"step": "failover", "action": "rds_failover", "approval": True, "ok": False},
@@ -551,7 +553,14 @@ def _postmortem(runbook, **change) -> str:
     kwargs = {
         "incident": INCIDENT,
         "timeline": TIMELINE,
-        "evidence": {"logs": [{"message": "ERROR login", "count": 120}], "alb_5xx": 340, "sentry": []},
+        "evidence": {
+            "suggestion": {"scenario": "deploy", "scores": {"deploy": 7, "resource": 1, "database": 0},
+                           "reasons": {"deploy": ["直近のデプロイ: backend (5分前)", "ログに「ERROR」が120件"],
+                                       "resource": ["ECS CPU が 91 (閾値 80)"]}},
+            "alarms": ["peoplebooster-production-alb-5xx"],
+            "deploys": [{"service": "backend", "at": "2026-11-27T15:25:00+00:00"}],
+            "highlights": ["ALB 5xx: 最大 340"],
+        },
         "actions": ACTIONS,
         "charts": ["charts/alb_5xx.png"],
     } | change
@@ -596,16 +605,18 @@ def test_postmortem_timeline_is_a_table_in_time_order_with_jst_times(runbook) ->
     assert rows[2:6] == [
         "| 2026-11-28 00:30 | 検知 | cloudwatch | alarm \\| health-check-failed |",
         "| 2026-11-28 00:37 | 対応開始 | 田中 太郎 | 対応開始 |",
-        "| 2026-11-28 00:50 | custom_kind | bot | 独自の記録 |",
+        "| 2026-11-28 00:50 | 記録 | bot | 独自の記録 |",
         "| 2026-11-28 01:12 | 復旧 | — | 復旧しました |",
     ]
 
 
 def test_postmortem_actions_name_who_approved(runbook) -> None:
     rows = _section(_postmortem(runbook), "対応内容")
-    assert "| 2026-11-28 00:55 | rollback (github_rollback) | 実施: latest-1 にロールバック | 山田 花子 |" in rows
-    assert "| — | failover (rds_failover) | 失敗 | 未承認 |" in rows
-    assert "| — | ecs_scale_out | 変更なし | 不要 |" in rows
+    assert "| 2026-11-28 00:55 | GitHub Actions rollback.yml を実行 | 成功、run 9100000002 | 山田 花子 |" in rows
+    assert "| — | RDS フェイルオーバー | 失敗 | 未承認 |" in rows
+    assert "| — | ECS サービスのタスク数を増加（スケールアウト） | 変更なし（適用済み） | 不要 |" in rows
+    # The modules' English messages are for the logs, not for the postmortem.
+    assert not any("latest-1 にロールバック" in row for row in rows)
 
 
 def test_postmortem_summary_cause_impact_and_blanks(runbook) -> None:
@@ -623,10 +634,15 @@ def test_postmortem_summary_cause_impact_and_blanks(runbook) -> None:
     cause = _section(text, "根本原因")
     assert "- 原因（復旧宣言時の記載）: デプロイ後の不具合" in cause
     assert f"- 根本原因: {BLANK}" in cause
-    assert "  - message: ERROR login, count: 120" in cause
-    assert "- alb_5xx: 340" in cause
-    assert "- sentry: なし" in cause
+    assert "- 推奨シナリオ: デプロイ後の障害（ロールバックを実行）" in cause
+    assert "- ALARM 状態のアラーム: peoplebooster-production-alb-5xx" in cause
+    assert "- 直近のデプロイ: backend（11/28 00:25）" in cause  # JST
+    assert "| デプロイ後の障害（推奨） | 7 | 直近のデプロイ: backend (5分前)、ログに「ERROR」が120件 |" in cause
+    assert "| リソース枯渇 | 1 | ECS CPU が 91 (閾値 80) |" in cause
+    assert "- ALB 5xx: 最大 340" in cause
     assert "![グラフ1](charts/alb_5xx.png)" in cause
+    # No Python reprs of the evidence.
+    assert not any("{" in line or "[" in line.replace("[グラフ", "") for line in cause)
     assert _section(text, "改善策") == [f"- {BLANK}"]
     assert f"| {BLANK} | {BLANK} | {BLANK} |" in _section(text, "アクションアイテム")
 

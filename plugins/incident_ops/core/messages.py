@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from incident_ops.core import narrative
+from incident_ops.core.narrative import EVENT_LABELS
 from incident_ops.core.runbook import Runbook
 
 __all__ = [
@@ -53,28 +55,6 @@ BLANK = "（記入してください）"
 _NONE = "—"
 
 Mentions = Literal["slack", "plain"]
-
-# Ledger event kinds as the postmortem timeline shows them (unknown kinds are shown as they are).
-EVENT_LABELS: dict[str, str] = {
-    "opened": "検知",
-    "occurrence": "再検知",
-    "severity_raised": "レベル引き上げ",
-    "declared": "宣言",
-    "notified": "通知",
-    "acknowledged": "対応開始",
-    "escalated": "エスカレーション",
-    "evidence": "調査",
-    "scenario": "シナリオ決定",
-    "approval": "承認",
-    "action": "対応",
-    "mitigated": "緩和",
-    "verified": "復旧確認",
-    "recovered": "復旧",
-    "postmortem_done": "ポストモーテム完了",
-    "closed": "クローズ",
-    "failure": "失敗",
-}
-
 
 # --- the Jinja environment ------------------------------------------------------------------------
 
@@ -121,6 +101,14 @@ def _aware(value: dt.datetime | str, what: str) -> dt.datetime:
 def format_time_jst(moment: dt.datetime, tz: dt.tzinfo = JST) -> str:
     """`HH:MM` (24 h, zero-padded) in Japan time."""
     return _aware(moment, "time").astimezone(tz).strftime("%H:%M")
+
+
+def _time_or_moment(moment: dt.datetime, since: dt.datetime, tz: dt.tzinfo = JST) -> str:
+    """`HH:MM` on the day of `since`, else `MM/DD(曜) HH:MM` (Japan time)."""
+    local = _aware(moment, "time").astimezone(tz)
+    if local.date() == _aware(since, "time").astimezone(tz).date():
+        return local.strftime("%H:%M")
+    return f"{local:%m/%d}({'月火水木金土日'[local.weekday()]}) {local:%H:%M}"
 
 
 def _format_datetime(moment: dt.datetime, tz: dt.tzinfo = JST) -> str:
@@ -261,9 +249,13 @@ def render_recovery(
     recovered_at: dt.datetime,
     cause: str,
     actions: str,
+    postmortem_required: bool = True,
     mentions: Mentions = "slack",
 ) -> str:
-    """復旧宣言, exactly the runbook's template; 障害時間 runs from detection to recovery."""
+    """復旧宣言, exactly the runbook's template; 障害時間 runs from detection to recovery.
+
+    今後の対応 promises a postmortem only where the runbook requires one (`postmortem.required_for`).
+    """
     _check_mentions(mentions)
     detected = _aware(detected_at, "detected_at")
     recovered = _aware(recovered_at, "recovered_at")
@@ -276,6 +268,7 @@ def render_recovery(
         outage=format_outage(recovered - detected),
         cause=_line(cause, "cause", mentions),
         actions=_line(actions, "actions", mentions),
+        next_steps="ポストモーテム実施予定" if postmortem_required else "経過観察（このレベルはポストモーテム不要）",
     )
 
 
@@ -293,19 +286,23 @@ def render_ack_escalation(
     """Nobody started the response within the severity's target: the escalation notice.
 
     `notify`: the people escalated to (mentioned on the first line); none → the whole channel.
-    The deadline is the detection time plus the severity's `response_start_minutes`.
+    The deadline is `deadlines.response_deadline`: the severity's `response_start_minutes` after
+    work may start (detection; P4 outside business hours: the next business day's 9:00, named).
+    A deadline on another day than detection carries its date (`12/08(火) 09:00`).
     """
+    from incident_ops.core.deadlines import response_window
+
     _check_mentions(mentions)
-    level = runbook.severities[severity]  # type: ignore[index]
     detected = _aware(detected_at, "detected_at")
-    deadline = detected + dt.timedelta(minutes=level.response_start_minutes)
+    window = response_window(runbook, severity, detected)
     return _message(
         "ack_escalation.txt.j2",
         to=_mention_people(notify, mentions) if notify else _everyone(mentions),
         severity=severity,
         detected_time=format_time_jst(detected, runbook.tz),
-        target=format_duration_ja(level.response_start_minutes),
-        deadline_time=format_time_jst(deadline, runbook.tz),
+        target=format_duration_ja(window.target_minutes),
+        deadline_time=_time_or_moment(window.deadline, detected, runbook.tz),
+        work_from=_time_or_moment(window.work_from, detected, runbook.tz) if window.deferred else None,
         symptom=_line(symptom, "symptom", mentions),
         incident_id=_line(incident_id, "incident_id", mentions),
         channel=_channel_ref(channel, mentions),
@@ -436,9 +433,9 @@ def _timeline_rows(runbook: Runbook, timeline: Iterable[Mapping[str, Any]]) -> l
     return [
         {
             "time": _format_datetime(at, runbook.tz),
-            "kind": _cell(EVENT_LABELS.get(str(event.get("kind")), event.get("kind"))),
-            "actor": _cell(event.get("actor")),
-            "message": _cell(event.get("message")),
+            "kind": _cell(narrative.event_label(event.get("kind"))),
+            "actor": _cell(narrative.actor_label(event.get("actor"))),
+            "message": _cell(narrative.event_sentence(runbook, event)),
         }
         for at, _, event in entries
     ]
@@ -447,23 +444,11 @@ def _timeline_rows(runbook: Runbook, timeline: Iterable[Mapping[str, Any]]) -> l
 def _action_rows(runbook: Runbook, actions: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     rows = []
     for action in actions:
-        step = action.get("step") or action.get("action")
-        if not step:
+        if not (action.get("step") or action.get("action")):
             raise ValueError(f"an action needs 'step' or 'action': {dict(action)!r}")
-        if action.get("step") and action.get("action") and action["step"] != action["action"]:
-            step = f"{action['step']} ({action['action']})"
-        if action.get("ok") is False:
-            outcome = "失敗"
-        elif action.get("check_mode"):
-            outcome = "確認のみ（チェックモード）"
-        elif action.get("changed") is False:
-            outcome = "変更なし"
-        else:
-            outcome = "実施"
-        if action.get("message"):
-            outcome = f"{outcome}: {action['message']}"
+        what, facts, outcome = narrative.action_parts(action)
         if action.get("approved_by"):
-            approver = action["approved_by"]
+            approver = narrative.actor_label(action["approved_by"])
         elif action.get("approval") or action.get("approval_required"):
             approver = "未承認"
         else:
@@ -472,30 +457,12 @@ def _action_rows(runbook: Runbook, actions: Iterable[Mapping[str, Any]]) -> list
         rows.append(
             {
                 "time": _format_datetime(_aware(at, "action at"), runbook.tz) if at else _NONE,
-                "step": _cell(step),
-                "outcome": _cell(outcome),
+                "step": _cell(what),
+                "outcome": _cell("、".join([outcome, *facts])),
                 "approver": _cell(approver),
             }
         )
     return rows
-
-
-def _evidence_items(evidence: Mapping[str, Any]) -> list[dict[str, Any]]:
-    items = []
-    for key, value in evidence.items():
-        if isinstance(value, Mapping):
-            items.append({"text": str(key), "children": [f"{k}: {_or_none(v)}" for k, v in value.items()]})
-        elif isinstance(value, list | tuple | set | frozenset):
-            children = []
-            for entry in value:
-                if isinstance(entry, Mapping):
-                    children.append(", ".join(f"{k}: {_or_none(v)}" for k, v in entry.items()) or _NONE)
-                else:
-                    children.append(_or_none(entry))
-            items.append({"text": str(key) if children else f"{key}: なし", "children": children})
-        else:
-            items.append({"text": f"{key}: {_or_none(value)}", "children": []})
-    return items
 
 
 def render_postmortem(
@@ -557,7 +524,7 @@ def render_postmortem(
         impact=_impact_of(runbook, incident),
         cause=_or_none(incident.get("cause")),
         timeline=_timeline_rows(runbook, timeline),
-        evidence=_evidence_items(evidence),
+        evidence=narrative.evidence_sections(runbook, evidence),
         charts=[str(chart) for chart in charts],
         actions=_action_rows(runbook, actions),
     )

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from incident_ops.core import diagnosis, messages
+from incident_ops.core import diagnosis, messages, narrative
 from incident_ops.core.deadlines import postmortem_schedule, response_deadline
 from incident_ops.core.escalation import route, unacknowledged_route
 from incident_ops.core.ledger import Ledger
@@ -127,7 +127,8 @@ def open_incident(params: dict[str, Any], *, run_id: str, run_after: dt.datetime
     deadline = response_deadline(runbook, severity, _aware(incident["detected_at"]))
     ledger.record_event(
         incident["id"], at=_now(), kind="classified", actor="incident_ops",
-        message=f"{severity}: {result.rule}", data=result.to_dict(), idempotency_key="classified",
+        message=f"障害レベルを {severity} と判定（症状: {result.symptom_label or params['symptom']}）",
+        data=result.to_dict(), idempotency_key="classified",
     )
     symptom_label = result.symptom_label or params["symptom"]
     return {
@@ -194,16 +195,15 @@ def declare(incident: dict[str, Any]) -> dict[str, Any]:
             "declaration_posts": len(posted)}
 
 
-def _notice_text(runbook: Runbook, incident: dict[str, Any], notice: dict[str, Any]) -> str:
-    level = runbook.severities[incident["severity"]]
-    lines = [
-        f"【{incident['severity']} {level.name}】{incident['symptom']}",
-        f"インシデント: {incident['id']} / 影響範囲: {incident['impact']}",
-        f"対応開始の目標: {messages.format_time_jst(_aware(incident['response_deadline']), runbook.tz)} まで",
-    ]
-    if notice.get("deferred"):
-        lines.append(f"対応は翌営業日 {messages.format_time_jst(_aware(notice['not_before']), runbook.tz)} からで可")
-    return "\n".join(lines)
+def _notice_text(runbook: Runbook, incident: dict[str, Any], plan: list[Any]) -> str:
+    """The notice of the plan (core/notices.py): when work may start, the response-start target and
+    the P3 night page; the same window as the acknowledgement wait's deadline."""
+    from incident_ops.core.notices import render_notice
+
+    return render_notice(
+        runbook, incident_id=incident["id"], severity=incident["severity"], symptom=incident["symptom"],
+        impact=incident["impact"], detected_at=_aware(incident["detected_at"]), notices=plan,
+    )
 
 
 def deliver_notices(runbook: Runbook, services: IncidentServices, notices: list[dict[str, Any]], *,
@@ -244,11 +244,12 @@ def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False)
     services = services_for(incident["environment"])
     at = _now()
     plan = (unacknowledged_route if unacknowledged else route)(runbook, incident["severity"], at)
+    text = _notice_text(runbook, incident, plan)
     notices = []
     for notification in plan:
         notice = notification.to_dict()
         notice.update(
-            text=_notice_text(runbook, incident, notice),
+            text=text,
             dedup_key=incident["id"],
             severity=incident["severity"],
             summary=f"[{incident['severity']}] {incident['symptom']} ({incident['environment']}/{incident['service']})",
@@ -260,7 +261,7 @@ def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False)
     report = deliver_notices(runbook, services, notices, default_channel=record.get("slack_channel_id"))
     ledger.record_event(
         incident["id"], at=at, kind=kind, actor="incident_ops",
-        message=", ".join(f"{r['target']} via {r['via']}: {'ok' if r['ok'] else 'FAILED'}" for r in report.results),
+        message=narrative.notice_sentence(runbook, report.results),
         data=report.to_dict(), idempotency_key=kind,
     )
     if unacknowledged:
@@ -277,7 +278,7 @@ def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
     if record.get("acknowledged_at"):
         return {"by": record.get("acknowledged_by"), "at": _iso(record["acknowledged_at"]), "source": "ledger"}
     if not was_paged(ledger, incident["id"]):
-        return None  # P3/P4 page nobody: there is no PagerDuty incident to acknowledge
+        return None  # not paged (P4, a P3 in business hours): no PagerDuty incident to acknowledge
     pager = services_for(incident["environment"]).pager
     if pager is None or pager.rest is None:
         return None
@@ -293,7 +294,8 @@ def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def was_paged(ledger: Ledger, incident_id: str) -> bool:
-    """Whether PagerDuty holds an incident for this one (P3/P4 page nobody: nothing to ack or resolve)."""
+    """Whether PagerDuty holds an incident for this one: P1/P2, and a P3 outside business hours
+    (`escalation.p3_off_hours_pagerduty`, low urgency); P4 and a P3 in business hours page nobody."""
     for event in ledger.events(incident_id):
         if event["kind"] in ("notified", "escalated"):
             for result in (event.get("data") or {}).get("results", []):
@@ -364,7 +366,7 @@ def confirm_incident(incident: dict[str, Any]) -> dict[str, Any]:
              "ecs": ecs}
     Ledger().record_event(
         incident["id"], at=_now(), kind="confirmed", actor="incident_ops",
-        message=f"health={'healthy' if health.healthy else 'unhealthy'}, alarms in ALARM={len(alarms)}",
+        message=f"ヘルスチェック {'正常' if health.healthy else '異常'}、ALARM 状態のアラーム {len(alarms)}件",
         data=facts, idempotency_key="confirmed",
     )
     return {"healthy": health.healthy, "alarms": facts["alarms"]}
@@ -446,7 +448,7 @@ def collect_evidence(incident: dict[str, Any]) -> dict[str, Any]:
                                     idempotency_key=f"{incident['id']}:evidence-chart", thread_ts=post.get("ts"))
     Ledger().record_event(
         incident["id"], at=now, kind="evidence", actor="incident_ops",
-        message=f"suggested scenario: {suggestion.scenario or 'none'}; " + "; ".join(highlights[:5]),
+        message=narrative.event_sentence(load(), {"kind": "evidence", "data": {"suggestion": suggestion.to_dict()}}),
         data={"suggestion": suggestion.to_dict(), "path": str(folder / "evidence.json")},
         idempotency_key="evidence",
     )
@@ -459,6 +461,16 @@ def collect_evidence(incident: dict[str, Any]) -> dict[str, Any]:
         "path": str(folder / "evidence.json"),
         "metric_api_calls": metrics["api_calls"],
     }
+
+
+def _jst_text(value: Any) -> str:
+    """`MM/DD HH:MM` in the runbook's time zone (people read Japan time)."""
+    if not value:
+        return "—"
+    try:
+        return _aware(value).astimezone(load().tz).strftime("%m/%d %H:%M")
+    except ValueError:
+        return str(value)
 
 
 def _highlights(evidence: dict[str, Any]) -> list[str]:
@@ -478,7 +490,7 @@ def _highlights(evidence: dict[str, Any]) -> list[str]:
     if sentry.get("new") or sentry.get("spiking"):
         lines.append(f"Sentry: 新規 {len(sentry.get('new') or [])}件 / 急増 {len(sentry.get('spiking') or [])}件")
     for deploy in evidence.get("deploys") or []:
-        lines.append(f"デプロイ: {deploy.get('service')} {deploy.get('at')}")
+        lines.append(f"デプロイ: {deploy.get('service')} {_jst_text(deploy.get('at'))}")
     return lines
 
 
@@ -498,7 +510,7 @@ def run_functional_checks(incident: dict[str, Any]) -> list[dict[str, Any]]:
     failed = [r for r in results if not r["ok"]]
     Ledger().record_event(
         incident["id"], at=_now(), kind="functional_checks", actor="incident_ops",
-        message=", ".join(f"{r['label']}: {'OK' if r['ok'] else 'NG'} ({r.get('elapsed_ms')} ms)" for r in results),
+        message="、".join(f"{r['label']}: {'正常' if r['ok'] else '異常'}（{r.get('elapsed_ms')} ms）" for r in results),
         data={"results": results}, idempotency_key="functional_checks",
     )
     if failed:
@@ -511,6 +523,24 @@ def actions_taken(ledger: Ledger, incident_id: str) -> list[dict[str, Any]]:
     return [event["data"] for event in ledger.events(incident_id) if event["kind"] == "action" and event.get("data")]
 
 
+def _suggestion(ledger: Ledger, incident_id: str) -> dict[str, Any]:
+    """The evidence's suggestion ({"scenario", "scores", "reasons"}) as Phase 2 recorded it."""
+    for event in ledger.events(incident_id):
+        if event["kind"] == "evidence" and isinstance((event.get("data") or {}).get("suggestion"), dict):
+            return event["data"]["suggestion"]
+    return {}
+
+
+def _chosen_scenario(ledger: Ledger, incident_id: str) -> str | None:
+    runbook = load()
+    for event in ledger.events(incident_id):
+        chosen = str((event.get("data") or {}).get("chosen") or "") if event["kind"] == "scenario_chosen" else ""
+        for name in runbook.scenarios:
+            if chosen == name or chosen.startswith(f"{name}:") or chosen.startswith(f"{name} "):
+                return name
+    return None
+
+
 def announce_recovery(incident: dict[str, Any]) -> dict[str, Any]:
     """復旧宣言 in the runbook's template, ledger recovered (postmortem due), PagerDuty resolved."""
     runbook = load()
@@ -518,18 +548,17 @@ def announce_recovery(incident: dict[str, Any]) -> dict[str, Any]:
     ledger = Ledger()
     record = ledger.get(incident["id"])
     actions = actions_taken(ledger, incident["id"])
-    scenario = record.get("scenario")
+    suggestion = _suggestion(ledger, incident["id"])
+    # The scenario a step acted on; else the one people chose or the evidence suggested.
+    scenario = record.get("scenario") or _chosen_scenario(ledger, incident["id"]) or suggestion.get("scenario")
     recovered_at = _aware(record["recovered_at"]) if record.get("recovered_at") else _now()
     schedule = postmortem_schedule(runbook, incident["severity"], recovered_at)
-    plan = runbook.scenarios.get(scenario) if scenario else None
-    cause = f"{plan.label}（調査中: ポストモーテムで確定）" if plan else "調査中（ポストモーテムで確定）"
-    done = [a for a in actions if a.get("changed")]
-    action_text = "、".join(f"{a['step']}: {a['message']}" for a in done) or "自動復旧なし（手動対応）"
+    cause = narrative.cause_text(runbook, scenario, suggestion)
     record = ledger.mark_recovered(incident["id"], recovered_at, cause=cause,
                                    postmortem_due_at=schedule.due_at if schedule.required else None)
     text = messages.render_recovery(
         runbook, detected_at=_aware(incident["detected_at"]), recovered_at=recovered_at, cause=cause,
-        actions=action_text,
+        actions=narrative.actions_summary(actions), postmortem_required=schedule.required,
     )
     if services.slack is not None:
         for where in filter(None, (runbook.contacts.channels["dev_team"], record.get("slack_channel_id"))):
@@ -559,11 +588,9 @@ def write_postmortem(incident: dict[str, Any], evidence: dict[str, Any] | None) 
     summary = {
         "suggestion": full_evidence.get("suggestion"),
         "alarms": [a.get("name") or a.get("AlarmName") for a in full_evidence.get("alarms") or []],
+        "deploys": full_evidence.get("deploys") or [],
         "highlights": (evidence or {}).get("highlights", []),
     }
-    charts = [evidence["chart"]] if evidence and evidence.get("chart") else []
-    text = messages.render_postmortem(runbook, incident=record, timeline=timeline, evidence=summary,
-                                      actions=actions, charts=charts)
     storage = runbook.postmortem.storage
     base = storage if "://" in storage else f"file://{(PROJECT_ROOT / storage) if not Path(storage).is_absolute() else storage}"
     if os.environ.get("INCIDENT_OPS_POSTMORTEM_STORAGE"):
@@ -571,6 +598,16 @@ def write_postmortem(incident: dict[str, Any], evidence: dict[str, Any] | None) 
     conn_id = "aws_default" if base.startswith("s3://") else None
     folder = ObjectStoragePath(base, conn_id=conn_id)
     folder.mkdir(parents=True, exist_ok=True)
+    # Charts go beside the postmortem and are linked relative to it, so the draft reads the same
+    # wherever the folder is copied or served.
+    charts = []
+    chart = Path(evidence["chart"]) if evidence and evidence.get("chart") else None
+    if chart is not None and chart.exists():
+        (folder / incident["id"]).mkdir(parents=True, exist_ok=True)
+        (folder / incident["id"] / chart.name).write_bytes(chart.read_bytes())
+        charts.append(f"{incident['id']}/{chart.name}")
+    text = messages.render_postmortem(runbook, incident=record, timeline=timeline, evidence=summary,
+                                      actions=actions, charts=charts)
     target = folder / f"{incident['id']}.md"
     target.write_text(text)
     ledger.update(incident["id"], _now(), postmortem_path=str(target))

@@ -52,8 +52,9 @@ class ScenarioChoiceOperator(HITLBranchOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         chosen = (event.get("chosen_options") or ["?"])[0]
         who = _responder(event)
-        _record(self.incident_id, "scenario_chosen", f"シナリオ: {chosen}" + (f"（{who}）" if who else "（タイムアウト: 既定値）"),
-                who, {"chosen": chosen}, "scenario_chosen")
+        _record(self.incident_id, "scenario_chosen",
+                f"シナリオ: {chosen}" + (f"（{who}）" if who else "（回答なし: 提案どおり）"),
+                who, {"chosen": chosen, "by": who, "timed_out": who is None}, "scenario_chosen")
         return super().execute_complete(context, event)
 
 
@@ -78,7 +79,10 @@ class StepApprovalOperator(ApprovalOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         chosen = (event.get("chosen_options") or [self.REJECT])[0]
         who = _responder(event)
-        _record(self.incident_id, "approval", f"{self.step_id}: {chosen}" + (f"（{who}）" if who else "（タイムアウト: 既定値）"),
-                who, {"step": self.step_id, "chosen": chosen}, f"approval:{self.step_id}")
+        word = "承認" if chosen == self.APPROVE else "却下"
+        _record(self.incident_id, "approval",
+                f"手順 {self.step_id} を{word}" + (f"（{who}）" if who else "（回答なし: 既定値）"),
+                who, {"step": self.step_id, "chosen": chosen, "by": who, "timed_out": who is None},
+                f"approval:{self.step_id}")
         result = super().execute_complete(context, event)
         return {**dict(result), "approved_by": who or "timeout-default"} if chosen == self.APPROVE else result

@@ -46,6 +46,7 @@ class RemediationOperator(BaseOperator):
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from incident_ops.actions.base import DONE_EARLIER
         from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS, run_step
+        from incident_ops.core import narrative
         from incident_ops.core.ledger import Ledger
         from incident_ops.flows.incident import load, services_for
 
@@ -71,9 +72,11 @@ class RemediationOperator(BaseOperator):
                 report["changed"] = True
             report["approved_by"] = approved_by
             report["at"] = now.isoformat()
+            self.log.info("%s (%s%s): %s", report["step"], report["action"], ", check mode" if check_mode else "",
+                          report["message"])
             ledger.record_event(
                 self.incident_id, at=now, kind="action", actor=approved_by or "incident_ops",
-                message=f"{report['step']} ({report['action']}{', check mode' if check_mode else ''}): {report['message']}",
+                message=narrative.action_sentence(report),
                 data=report, idempotency_key=f"action:{report['step']}:{'check' if check_mode else 'apply'}",
             )
         if not reports[-1]["ok"]:
