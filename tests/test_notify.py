@@ -126,7 +126,7 @@ def test_both_down_sends_the_emergency_email(
     assert "【P1】全ユーザーがアクセス不可" in message["Subject"]
     body = message.get_content().replace("\r\n", "\n")
     assert DECLARATION in body
-    assert "oncall via pagerduty" in body and "dev_team via slack" in body
+    assert "- オンコール担当（PagerDuty）: " in body and "- 開発チーム（Slack）: " in body
     assert len(fake_pd.calls("/v2/enqueue")) >= 2  # PagerDuty was really tried (and retried)
     assert report.reached_anyone
 

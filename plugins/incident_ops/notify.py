@@ -10,6 +10,10 @@ A notice is a dict (what `incident_ops.core.escalation.Notification.to_dict()` g
 - slack: post `text` to `channel` (else `default_channel`, the incident channel; else a direct message
   to each recipient), mentioning the recipients; idempotent by key (see IncidentSlack.post).
 - pagerduty: an Events API v2 trigger with dedup_key = the incident id (PagerDuty pages the on-call).
+  `payload.severity` follows the incident's severity (P1 critical, P2 error, P3 warning, P4 info);
+  a notice with `urgency` ("low": the P3 night page) sends `URGENCY_SEVERITY[urgency]` instead
+  (low → warning, high → error): PagerDuty opens warning/info as low-urgency incidents when the
+  service uses the alert severity for urgency (no phone call), critical/error as high-urgency.
 - phone: a PagerDuty responder request for each recipient on the incident's PagerDuty incident;
   PagerDuty calls with the person's high-urgency rules (runbook: P1 → CTO 電話).
 - email: `email_sender(to, subject, body)`.
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
+    "URGENCY_SEVERITY",
     "DeliveryReport",
     "EmailSender",
     "deliver",
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 
 _SLACK = "slack"
 _PAGERDUTY = ("pagerduty", "phone")
+# A notice's PagerDuty urgency → the Events API v2 payload.severity that gives it.
+URGENCY_SEVERITY = {"low": "warning", "high": "error"}
 
 
 class EmailSender(Protocol):
@@ -122,8 +129,17 @@ def _send_pagerduty(pager: Any, notice: Mapping[str, Any], source: str) -> dict[
         raise ValueError("a PagerDuty notice needs a dedup_key (the incident id)")
     summary = str(notice.get("summary") or notice.get("text") or dedup_key)
     details = {"target": notice.get("target"), "text": notice.get("text")}
-    key = pager.trigger(str(dedup_key), summary, str(notice.get("severity") or "P1"), source, custom_details=details)
-    return {"dedup_key": key}
+    severity = str(notice.get("severity") or "P1")
+    urgency = notice.get("urgency")
+    if urgency:
+        if urgency not in URGENCY_SEVERITY:
+            raise ValueError(f"unknown urgency {urgency!r}; expected {' or '.join(URGENCY_SEVERITY)}")
+        severity = URGENCY_SEVERITY[urgency]
+    key = pager.trigger(str(dedup_key), summary, severity, source, custom_details=details)
+    result: dict[str, Any] = {"dedup_key": key}
+    if urgency:
+        result["urgency"] = urgency
+    return result
 
 
 def _send_phone(
@@ -168,8 +184,11 @@ def _fallback_body(notices: Sequence[Mapping[str, Any]], results: Sequence[Mappi
         text = str(notice.get("text") or notice.get("summary") or "")
         if text and text not in texts:
             texts.append(text)
+    from incident_ops.core.narrative import channel_label, target_label
+
     failures = "\n".join(
-        f"- {result['target']} via {result['via']}: {result['error']}" for result in results if not result["ok"]
+        f"- {target_label(result['target'])}（{channel_label(result['via'])}）: {result['error']}"
+        for result in results if not result["ok"]
     )
     return (
         "Slack と PagerDuty の両方に通知できなかったため、緊急連絡先にメールで送ります。\n\n"

@@ -23,10 +23,12 @@ __all__ = [
     "actions_summary",
     "actor_label",
     "cause_text",
+    "channel_label",
     "event_label",
     "event_sentence",
     "evidence_sections",
     "notice_sentence",
+    "target_label",
 ]
 
 # Ledger event kinds as people read them (the postmortem timeline's 種別).
@@ -252,6 +254,16 @@ def cause_text(runbook: Runbook, scenario: str | None, suggestion: Mapping[str, 
 
 
 # --- notices --------------------------------------------------------------------------------------
+
+
+def channel_label(via: Any) -> str:
+    """PagerDuty / 電話 / Slack / メール."""
+    return _VIA.get(str(via), str(via))
+
+
+def target_label(target: Any) -> str:
+    """オンコール担当 / 開発チーム / … (a person id as it is, where no runbook names it)."""
+    return _TARGETS.get(str(target), str(target))
 
 
 def _target_name(runbook: Runbook, target: Any) -> str:
