@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,18 +22,72 @@ from typing import IO
 import requests
 
 __all__ = [
-    "DEMO_PASSWORD",
+    "ADMIN_PASSWORD_FILE",
     "DEMO_USER",
+    "LISTEN_HOST",
     "ManagedProcess",
+    "admin_password",
     "airflow_env",
     "api_token",
     "free_port_block",
+    "local_airflow_command",
+    "login_for",
     "wait_for_http",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_USER = "admin"
-DEMO_PASSWORD = "incident-demo"
+# The admin's password of a state folder: generated once (secrets.token_urlsafe) into this file of the
+# folder, kept when the demo wipes the folder, so a state folder always has the same login.
+ADMIN_PASSWORD_FILE = "admin-password"
+# Everything the local stack starts listens on this address only.
+LISTEN_HOST = "127.0.0.1"
+# base URL -> (user, password) of the stacks whose environment this process built (see api_token).
+_LOGINS: dict[str, tuple[str, str]] = {}
+
+
+def admin_password(state_dir: Path, *, create: bool = True) -> str:
+    """The admin password of `state_dir` (`<state_dir>/admin-password`), generated on first use."""
+    path = Path(state_dir).resolve() / ADMIN_PASSWORD_FILE
+    if path.exists():
+        password = path.read_text(encoding="utf-8").strip()
+        if password:
+            return password
+    if not create:
+        raise FileNotFoundError(f"no admin password in {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(password + "\n")
+    return password
+
+
+def login_for(base_url: str) -> tuple[str, str]:
+    """(user, password) of a stack whose environment this process built with `airflow_env`."""
+    try:
+        return _LOGINS[base_url.rstrip("/")]
+    except KeyError:
+        raise LookupError(f"no login known for {base_url}: pass username/password (the state folder's "
+                          f"{ADMIN_PASSWORD_FILE} file)") from None
+
+
+def local_airflow_command(port: int) -> list[str]:
+    """What `airflow standalone` runs (database migration, scheduler, dag-processor, triggerer,
+    api-server), but listening on 127.0.0.1 only: the api-server binds LISTEN_HOST, and the scheduler's
+    and triggerer's log servers, which always bind every interface, are not started (every component
+    writes its logs under the same AIRFLOW_HOME, where the api-server reads them). One shell, one
+    process group: it ends when any component ends, and `ManagedProcess.stop` stops the whole group."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+    script = (
+        '"$0" db migrate || exit 1\n'
+        '"$0" scheduler --skip-serve-logs &\n'
+        '"$0" dag-processor &\n'
+        '"$0" triggerer --skip-serve-logs &\n'
+        '"$0" api-server --host "$1" --port "$2" &\n'
+        "wait -n\n"
+    )
+    return ["bash", "-c", script, airflow, LISTEN_HOST, str(port)]
 
 
 def airflow_env(
@@ -41,16 +96,25 @@ def airflow_env(
     port: int = 8080,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment for Airflow standalone on SQLite with this project's dags/ and plugins/."""
+    """Environment for local Airflow on SQLite with this project's dags/ and plugins/.
+
+    Paths are made absolute here (Airflow refuses a relative SQLite URL). The simple auth manager's
+    one user is DEMO_USER with the state folder's admin password (`admin_password`), which this
+    process remembers for `api_token` on the stack's base URL."""
+    state_dir = Path(state_dir).resolve()
     home = state_dir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
+    password = admin_password(state_dir)
     passwords = home / "simple_auth_manager_passwords.json"
-    passwords.write_text(json.dumps({DEMO_USER: DEMO_PASSWORD}))
+    passwords.write_text(json.dumps({DEMO_USER: password}))
+    passwords.chmod(0o600)
+    _LOGINS[f"http://{LISTEN_HOST}:{port}"] = (DEMO_USER, password)
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -60,9 +124,10 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{DEMO_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__HOST": LISTEN_HOST,
         "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://{LISTEN_HOST}:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{LISTEN_HOST}:{port}/execution/",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         # Every component loads the plugins at start, so processes that fork task runners (and the
         # Celery worker) have the task modules imported already (incident_ops.preload).
@@ -194,8 +259,14 @@ def wait_for_http(url: str, timeout: float = 120.0, process: ManagedProcess | No
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s ({last})")
 
 
-def api_token(base_url: str, username: str = DEMO_USER, password: str = DEMO_PASSWORD) -> str:
-    """A JWT for Airflow's REST API from the simple auth manager's token endpoint."""
+def api_token(base_url: str, username: str | None = None, password: str | None = None) -> str:
+    """A JWT for Airflow's REST API from the simple auth manager's token endpoint.
+
+    Without `password`: the login of the stack this process started on `base_url` (`login_for`)."""
+    if password is None:
+        known_user, password = login_for(base_url)
+        username = username or known_user
+    username = username or DEMO_USER
     response = requests.post(
         f"{base_url}/auth/token", json={"username": username, "password": password}, timeout=10
     )

@@ -5,6 +5,10 @@ run phase by phase, prints where to look, and keeps everything running until Ctr
 `make demo-once SCENARIO=... [REPORT=path.json]` does the same unattended and exits 0 only if the
 run succeeded and the service is healthy. Everything started here runs in process groups that are
 stopped on exit (Ctrl-C, SIGTERM or the end of demo-once), and none may survive.
+
+Airflow and the sandbox listen on 127.0.0.1 only. The login is `admin` with the state folder's own
+password, generated once into `<state>/admin-password` and kept when the demo wipes the folder.
+Relative `--state` and `--report` paths are taken from the current directory.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.airflow_local import DEMO_PASSWORD, DEMO_USER, PROJECT_ROOT  # noqa: E402
+from scripts.airflow_local import ADMIN_PASSWORD_FILE, PROJECT_ROOT  # noqa: E402
 from scripts.incident_runner import SCENARIO_ALARMS, LocalStack, run_incident  # noqa: E402
 
 
@@ -31,7 +35,22 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def main(argv: list[str] | None = None) -> int:
+def clean_state(state: Path) -> None:
+    """Empty `state` (Airflow's database, the ledger, the sandbox), keeping its admin password."""
+    if not state.is_dir():
+        shutil.rmtree(state, ignore_errors=True)
+        return
+    for child in state.iterdir():
+        if child.name == ADMIN_PASSWORD_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with --state and --report made absolute against the current directory."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="deploy", choices=sorted(SCENARIO_ALARMS))
     parser.add_argument("--once", action="store_true", help="unattended: exit when the incident run ends")
@@ -42,19 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-port-base", type=int, default=5055, help="sandbox ports: AWS, HTTP, HTTPS from here")
     parser.add_argument("--no-incident", action="store_true", help="only start the stack (smoke test)")
     args = parser.parse_args(argv)
+    args.state = args.state.resolve()
+    if args.report is not None:
+        args.report = args.report.resolve()
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     base = args.sandbox_port_base
-    # Every demo starts from a clean state (Airflow's database, the ledger, the sandbox).
-    shutil.rmtree(args.state, ignore_errors=True)
+    # Every demo starts from a clean state (Airflow's database, the ledger, the sandbox); the folder
+    # keeps its admin password.
+    clean_state(args.state)
     stack = LocalStack(args.state, port=args.port, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2})
     status = 0
     try:
         stack.start()
         sandbox_page = f"{stack.endpoints['control']}/"
         print()
-        print(f"  Airflow UI : {stack.base_url}  (login {DEMO_USER} / {DEMO_PASSWORD})")
+        print(f"  Airflow UI : {stack.base_url}  (listening on 127.0.0.1 only)")
+        print(f"  Login      : {stack.username} / {stack.password}  (kept in {args.state / ADMIN_PASSWORD_FILE})")
         print(f"  Sandbox    : {sandbox_page}  (Slack, PagerDuty, GitHub, AWS state as received)")
         print(f"  Logs       : {args.state / 'logs'}")
         print()

@@ -55,8 +55,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from scripts.airflow_local import (  # noqa: E402
+    DEMO_USER,
     PROJECT_ROOT,
     ManagedProcess,
+    admin_password,
     airflow_env,
     free_port_block,
     wait_for_http,
@@ -211,6 +213,20 @@ class DistributedStack:
     retired: list[ManagedProcess] = field(default_factory=list, repr=False)
     _databases: list[str] = field(default_factory=list, repr=False)
 
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).resolve()  # relative: against the current directory
+        if self.runbook is not None:
+            self.runbook = Path(self.runbook).resolve()
+
+    @property
+    def username(self) -> str:
+        return DEMO_USER
+
+    @property
+    def password(self) -> str:
+        """The admin password of this state folder (`<state_dir>/admin-password`, generated once)."""
+        return admin_password(self.state_dir)
+
     # --- names of this run ----------------------------------------------------------------------
 
     @property
@@ -300,7 +316,7 @@ class DistributedStack:
                           process=self.processes["airflow-apiserver"])
             self._wait_components_healthy()
             self._wait_worker()
-            AirflowApi(self.base_url).wait_for_dag(DAG_ID)
+            AirflowApi(self.base_url, self.username, self.password).wait_for_dag(DAG_ID)
             say("distributed stack ready")
         except BaseException:
             self.stop()  # its report stays in self.teardown

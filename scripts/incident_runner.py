@@ -27,10 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from scripts.airflow_local import (  # noqa: E402
+    DEMO_USER,
+    LISTEN_HOST,
     PROJECT_ROOT,
     ManagedProcess,
+    admin_password,
     airflow_env,
     api_token,
+    local_airflow_command,
     wait_for_http,
 )
 
@@ -91,17 +95,21 @@ def sandbox_webhook_env(endpoints: dict[str, Any], topic_arn: str, environment: 
 
 
 class AirflowApi:
-    """The parts of Airflow's REST API (v2) a person's client uses."""
+    """The parts of Airflow's REST API (v2) a person's client uses.
 
-    def __init__(self, base_url: str) -> None:
+    Without `password`: the login of the stack this process started on `base_url` (its state
+    folder's admin password, see scripts.airflow_local.api_token)."""
+
+    def __init__(self, base_url: str, username: str | None = None, password: str | None = None) -> None:
         self.base_url = base_url
-        self._token = api_token(base_url)
+        self._login = (username, password)
+        self._token = api_token(base_url, *self._login)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = requests.request(method, f"{self.base_url}/api/v2{path}",
                                     headers={"Authorization": f"Bearer {self._token}"}, timeout=30, **kwargs)
         if response.status_code == 401:
-            self._token = api_token(self.base_url)
+            self._token = api_token(self.base_url, *self._login)
             return self._request(method, path, **kwargs)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
@@ -140,9 +148,17 @@ class AirflowApi:
                              json={"chosen_options": chosen, "params_input": {}})
 
 
+def api_for(stack: Any) -> AirflowApi:
+    """The REST API of `stack` with its login (a stack without `password`: the one this process
+    remembers for its base URL)."""
+    return AirflowApi(stack.base_url, getattr(stack, "username", None), getattr(stack, "password", None))
+
+
 @dataclass
 class LocalStack:
-    """The sandbox and Airflow standalone, each in its own process group."""
+    """The sandbox and local Airflow (what `airflow standalone` runs, see
+    scripts.airflow_local.local_airflow_command), each in its own process group, both listening on
+    127.0.0.1 only. `state_dir` may be relative: it is made absolute against the current directory."""
 
     state_dir: Path
     port: int = 8080
@@ -154,9 +170,35 @@ class LocalStack:
     endpoints: dict[str, Any] = field(default_factory=dict)
     topic_arn: str | None = None
 
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).resolve()
+        if self.runbook is not None:
+            self.runbook = Path(self.runbook).resolve()
+
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LISTEN_HOST}:{self.port}"
+
+    @property
+    def username(self) -> str:
+        return DEMO_USER
+
+    @property
+    def password(self) -> str:
+        """The admin password of this state folder (`<state_dir>/admin-password`, generated once)."""
+        return admin_password(self.state_dir)
+
+    def sandbox_command(self) -> list[str]:
+        return [sys.executable, "-m", "sandbox", "--state-dir", str(self.state_dir / "sandbox"),
+                "--host", LISTEN_HOST, "--aws-port", str(self.sandbox_ports["aws"]),
+                "--http-port", str(self.sandbox_ports["http"]), "--https-port", str(self.sandbox_ports["https"])]
+
+    def airflow_command(self) -> list[str]:
+        return local_airflow_command(self.port)
+
+    def airflow_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Airflow's environment for this stack (absolute paths, the state folder's login)."""
+        return airflow_env(self.state_dir, port=self.port, extra={**(extra or {}), **self.extra_env})
 
     @property
     def sns_webhook_url(self) -> str:
@@ -174,11 +216,7 @@ class LocalStack:
             env["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
         say("starting the sandbox (moto, Slack, PagerDuty, GitHub, Sentry, PeopleBooster API) ...")
         self.sandbox = ManagedProcess(
-            "sandbox",
-            [sys.executable, "-m", "sandbox", "--state-dir", str(sandbox_state),
-             "--aws-port", str(self.sandbox_ports["aws"]), "--http-port", str(self.sandbox_ports["http"]),
-             "--https-port", str(self.sandbox_ports["https"])],
-            env, self.state_dir / "logs" / "sandbox.log",
+            "sandbox", self.sandbox_command(), env, self.state_dir / "logs" / "sandbox.log",
         ).start()
         deadline = time.monotonic() + 90
         while not (sandbox_state / "endpoints.json").exists():
@@ -189,23 +227,20 @@ class LocalStack:
         sandbox = SandboxClient(self.endpoints)
         sandbox.wait_ready()
         self.topic_arn = sandbox.sns_subscriptions()["default_topic_arn"]
-        extra = {**sandbox_connections(self.endpoints), **sandbox_webhook_env(self.endpoints, self.topic_arn),
-                 **self.extra_env}
+        extra = {**sandbox_connections(self.endpoints), **sandbox_webhook_env(self.endpoints, self.topic_arn)}
         if self.runbook:
             extra["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
-        say(f"starting Airflow standalone on {self.base_url} ...")
+        say(f"starting Airflow (scheduler, dag-processor, triggerer, api-server) on {self.base_url} ...")
         self.airflow = ManagedProcess(
-            "airflow standalone",
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
-            airflow_env(self.state_dir, port=self.port, extra=extra),
-            self.state_dir / "logs" / "standalone.log",
+            "airflow", self.airflow_command(), self.airflow_environment(extra),
+            self.state_dir / "logs" / "airflow.log",
         ).start()
         wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=240, process=self.airflow)
         self.wait_for_dag(DAG_ID)
         return self
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
-        AirflowApi(self.base_url).wait_for_dag(dag_id, timeout)
+        AirflowApi(self.base_url, self.username, self.password).wait_for_dag(dag_id, timeout)
 
     def stop(self) -> None:
         errors = []
@@ -251,7 +286,7 @@ def follow_run(
     """Poll the run; play the people's parts; return the final run and task states.
 
     `acknowledge=False`: nobody starts the response (the escalation path)."""
-    api = AirflowApi(stack.base_url)
+    api = api_for(stack)
     sandbox = stack.sandbox_client()
     seen: dict[str, str] = {}
     waiting_since: dict[str, float] = {}
@@ -339,7 +374,7 @@ def run_incident(
     if faults:
         sandbox.set_faults(**faults)
         say(f"faults on: {faults}")
-    api = AirflowApi(stack.base_url)
+    api = api_for(stack)
     started = time.monotonic()
     intake = None
     try:

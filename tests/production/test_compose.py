@@ -4,14 +4,17 @@ No Docker engine here, so the file is checked the way Compose reads it: PyYAML r
 and merge keys, the ${...} are interpolated from .env.example (Compose's rules: `:-` default, `:?`
 required, `$$` a literal `$`), then the result is checked for what the design needs: every service,
 CeleryExecutor everywhere, broker/result backend/metadata/ledger URLs on the compose services,
-dags/plugins/include mounted, healthchecks, depends_on conditions on real services, the image's
-Airflow version and providers equal to requirements.txt, no secret in the files. When the
+dags/plugins and the runtime's parts of include/ mounted (never include/sandbox), healthchecks, depends_on conditions on real services, the image's
+Airflow version and providers equal to requirements.txt, no secret in the files. The Dockerfile is
+read stage by stage (FROM ... AS name, COPY): the default image (the last stage) and its ancestors hold
+nothing of the sandbox, which only the compose `sandbox` service builds. When the
 `compose-spec` package is installed (a Rust implementation of the Compose Specification), the
 interpolated file must also pass its schema-aware parser.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -42,7 +45,12 @@ AIRFLOW_COMMANDS = {
 ONE_SHOT = {"airflow-init", "airflow-cli"}
 REQUIRED_SERVICES = {"postgres", "redis", "airflow-init", *AIRFLOW_COMMANDS}
 PROFILE_SERVICES = {"flower": ["flower"], "sandbox": ["sandbox"], "airflow-cli": ["debug"]}
-MOUNTS = {"dags": "/opt/airflow/dags", "plugins": "/opt/airflow/plugins", "include": "/opt/airflow/include"}
+MOUNTS = {"dags": "/opt/airflow/dags", "plugins": "/opt/airflow/plugins",
+          "include/runbook": "/opt/airflow/include/runbook", "include/templates": "/opt/airflow/include/templates",
+          "include/iam": "/opt/airflow/include/iam"}
+# What the runtime reads from include/ (plugins/incident_ops/core/runbook.py and core/messages.py) and
+# the IAM policy document: the only parts of include/ in the production image.
+RUNTIME_INCLUDE = {"include/runbook", "include/templates", "include/iam"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # Providers the official (non-slim) apache/airflow image ships; used here only where named.
 BASE_IMAGE_PROVIDERS = {"fab"}
@@ -128,18 +136,80 @@ def pins(path: Path) -> dict[str, str]:
     return found
 
 
+def dockerfile_instructions(text: str) -> list[tuple[str, list[str]]]:
+    """(INSTRUCTION, arguments) of a Dockerfile: comments dropped, `\\` continuations joined."""
+    instructions: list[tuple[str, list[str]]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        words = (pending + line).split()
+        pending = ""
+        if words:
+            instructions.append((words[0].upper(), words[1:]))
+    return instructions
+
+
 def dockerfile_stages() -> dict[str, dict[str, Any]]:
-    """stage name -> {"from": image, "text": the stage's lines}."""
+    """stage name -> {"from": image or stage, "text": the stage's lines, "copies": [(sources, dest, from)]},
+    in the file's order (the last one is what `docker build .` builds)."""
     stages: dict[str, dict[str, Any]] = {}
     current = None
     for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
         match = re.match(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line.strip(), re.IGNORECASE)
         if match:
             current = match.group(2) or f"stage{len(stages)}"
-            stages[current] = {"from": match.group(1), "text": ""}
+            stages[current] = {"from": match.group(1), "text": "", "copies": []}
         elif current:
             stages[current]["text"] += line + "\n"
+    for name, stage in stages.items():
+        for instruction, args in dockerfile_instructions(stage["text"]):
+            if instruction in ("COPY", "ADD"):
+                flags = [a for a in args if a.startswith("--")]
+                paths = [a for a in args if not a.startswith("--")]
+                source_stage = next((f.split("=", 1)[1] for f in flags if f.startswith("--from=")), None)
+                assert len(paths) >= 2 and not paths[0].startswith("["), f"{name}: COPY {args}: use the plain form"
+                stage["copies"].append((paths[:-1], paths[-1], source_stage))
     return stages
+
+
+def stage_chain(stages: dict[str, dict[str, Any]], name: str) -> list[str]:
+    """`name` and the stages it is built FROM (and COPY --from), nearest first."""
+    chain, todo = [], [name]
+    while todo:
+        current = todo.pop(0)
+        if current in chain or current not in stages:
+            continue
+        chain.append(current)
+        todo.append(stages[current]["from"])
+        todo.extend(source for _, _, source in stages[current]["copies"] if source)
+    return chain
+
+
+def base_image(stages: dict[str, dict[str, Any]], name: str) -> str:
+    """The external image at the root of stage `name`."""
+    while stages[name]["from"] in stages:
+        name = stages[name]["from"]
+    return stages[name]["from"]
+
+
+def copied_paths(stage: dict[str, Any]) -> list[str]:
+    """The build-context paths a stage copies (normalised: no ./, no trailing /; "." is the whole context)."""
+    return [source.removeprefix("./").rstrip("/") or "." for sources, _, origin in stage["copies"] if origin is None
+            for source in sources]
+
+
+def brings_in(source: str, path: str) -> bool:
+    """Whether copying `source` of the build context brings `path` (or part of it) along."""
+    source = source.rstrip("/")
+    return source in (".", "*") or path == source or path.startswith(source + "/") or source.startswith(path + "/") \
+        or ("*" in source and path.startswith(source.split("*", 1)[0].rstrip("/")))
 
 
 # --- the tests ------------------------------------------------------------------------------------
@@ -204,7 +274,7 @@ def test_urls_point_at_the_compose_services(services: dict[str, dict[str, Any]])
     assert str(execution.port) in published
 
 
-def test_every_airflow_service_mounts_dags_plugins_and_include(services: dict[str, dict[str, Any]]) -> None:
+def test_every_airflow_service_mounts_dags_plugins_and_the_runtimes_include(services: dict[str, dict[str, Any]]) -> None:
     for name, svc in airflow_services(services).items():
         mounts = {}
         for volume in svc["volumes"]:
@@ -216,6 +286,11 @@ def test_every_airflow_service_mounts_dags_plugins_and_include(services: dict[st
             assert (COMPOSE.parent / source).resolve() == ROOT / folder, (name, source)
             assert mode == ["ro"], f"{name}: {folder}/ is mounted read-only"
         assert "/opt/airflow/state" in mounts, f"{name}: postmortems and the sandbox CA live on the shared volume"
+        for target, (source, _) in mounts.items():
+            if source.startswith((".", "/")):
+                relative = (COMPOSE.parent / source).resolve().relative_to(ROOT).as_posix()
+                assert not brings_in(relative, "include/sandbox"), f"{name} mounts {source}: the sandbox is not for production"
+                assert not target.startswith("/opt/airflow/include/sandbox"), name
     sandbox_mounts = [str(v).split(":")[1] for v in services["sandbox"]["volumes"]]
     assert {"/opt/airflow/plugins", "/opt/airflow/include", "/opt/airflow/state"} <= set(sandbox_mounts)
 
@@ -256,6 +331,7 @@ def test_healthchecks_and_depends_on_conditions(compose: dict[str, Any], service
                 assert source in declared, f"{name} uses undeclared volume {source}"
 
 
+@pytest.mark.process  # bash -n
 def test_airflow_init_script_is_valid_bash_and_python(services: dict[str, dict[str, Any]]) -> None:
     init = services["airflow-init"]
     assert init["entrypoint"] == "/bin/bash" and init["command"][0] == "-c"
@@ -283,17 +359,18 @@ def test_image_airflow_version_python_and_providers_match_requirements(services:
     requirements = pins(ROOT / "requirements.txt")
     locked = pins(ROOT / "requirements.lock")
     stages = dockerfile_stages()
-    assert list(stages)[:2] == ["runtime", "sandbox"], list(stages)
-    image, tag = stages["runtime"]["from"].split(":")
+    assert list(stages) == ["base", "sandbox", "runtime"], list(stages)
+    image, tag = base_image(stages, "runtime").split(":")
     assert image == "apache/airflow"
     match = re.fullmatch(r"(\d+\.\d+\.\d+)-python(\d+\.\d+)", tag)
     assert match, f"FROM tag {tag!r}: want <airflow version>-python<version>"
     assert match.group(1) == requirements["apache-airflow"], "the FROM tag is the apache-airflow pin"
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert f'requires-python = ">={match.group(2)}' in pyproject
-    assert stages["sandbox"]["from"] == "runtime", "the sandbox is the same image plus the stand-ins"
+    assert stages["sandbox"]["from"] == stages["runtime"]["from"] == "base", "both are the base plus their part"
+    assert base_image(stages, "sandbox") == base_image(stages, "runtime")
 
-    runtime = stages["runtime"]["text"]
+    runtime = "".join(stages[name]["text"] for name in stage_chain(stages, "runtime"))
     assert re.search(r"-r /opt/incident-ops/requirements\.txt", runtime)
     assert re.search(r"-c /opt/incident-ops/requirements\.lock", runtime)
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in runtime
@@ -309,6 +386,46 @@ def test_image_airflow_version_python_and_providers_match_requirements(services:
     assert services["sandbox"]["build"]["target"] == "sandbox"
 
 
+def test_the_default_image_is_the_runtime_and_holds_no_sandbox() -> None:
+    """`docker build .` builds the last stage: the production runtime, built from stages that copy
+    only dags/, plugins/ and the runtime's part of include/ (no include/sandbox, no stand-ins)."""
+    stages = dockerfile_stages()
+    default = list(stages)[-1]
+    assert default == "runtime", f"the last stage ({default}) is what a plain `docker build .` builds"
+    chain = stage_chain(stages, default)
+    assert "sandbox" not in chain, chain
+    copied = [path for name in chain for path in copied_paths(stages[name])]
+    assert {"dags", "plugins", *RUNTIME_INCLUDE} <= set(copied), copied
+    for path in copied:
+        assert not brings_in(path, "include/sandbox"), f"the production image copies {path}: it brings the sandbox"
+        assert not path.startswith("requirements-test"), "the stand-ins' requirements are not for production"
+    text = "".join(stages[name]["text"] for name in chain)
+    assert not re.search(r"\b(moto|trustme)\b", text), "the stand-in packages are not for production"
+    # the sandbox stage is the one that adds them
+    sandbox_copies = copied_paths(stages["sandbox"])
+    assert "include/sandbox" in sandbox_copies, sandbox_copies
+    assert "sandbox" in stage_chain(stages, "sandbox") and default not in stage_chain(stages, "sandbox")
+    # the build context does hold include/sandbox (the sandbox stage needs it)
+    patterns = [line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.strip().startswith(("#", "!"))]
+    for path in ("include", "include/sandbox", "include/sandbox/__main__.py"):
+        assert not any(fnmatch.fnmatch(path, pattern) for pattern in patterns), f".dockerignore drops {path}"
+
+
+def test_only_the_sandbox_service_builds_the_sandbox_target(services: dict[str, dict[str, Any]]) -> None:
+    stages = dockerfile_stages()
+    assert services["sandbox"]["build"]["target"] == "sandbox" and "sandbox" in stages
+    assert services["sandbox"]["profiles"] == ["sandbox"]
+    for name, svc in services.items():
+        build = svc.get("build")
+        if build is None or name == "sandbox":
+            continue
+        target = build.get("target", list(stages)[-1])
+        assert target in stages, f"{name} builds unknown target {target}"
+        assert "sandbox" not in stage_chain(stages, target), f"{name} builds {target}, which holds the sandbox"
+        assert svc["image"] != services["sandbox"]["image"], f"{name} must not run the sandbox image"
+
+
 def test_every_provider_the_configuration_names_is_installed(services: dict[str, dict[str, Any]]) -> None:
     """Class paths in the compose file and .env.example come from providers pinned in requirements.txt
     (the FAB auth manager may come with the official image, which ships it) and import here."""
@@ -321,7 +438,7 @@ def test_every_provider_the_configuration_names_is_installed(services: dict[str,
         distribution = f"apache-airflow-providers-{provider.replace('_', '-')}"
         if distribution not in requirements:
             assert provider in BASE_IMAGE_PROVIDERS, f"{path}: {distribution} is not in requirements.txt"
-            assert "slim" not in dockerfile_stages()["runtime"]["from"], f"{distribution} is not in the slim image"
+            assert "slim" not in base_image(dockerfile_stages(), "runtime"), f"{distribution} is not in the slim image"
             continue
         module, _, attribute = path.rpartition(".")
         try:
@@ -341,13 +458,20 @@ def test_no_secret_in_the_committed_files(env_example: dict[str, str]) -> None:
     # every ${VAR:?} Compose requires has a (placeholder) value in .env.example
     missing = required_variables(compose_text) - set(env_example)
     assert not missing, missing
-    for key in ("POSTGRES_PASSWORD", "INCIDENT_OPS_LEDGER_PASSWORD"):
+    for key in ("POSTGRES_PASSWORD", "INCIDENT_OPS_LEDGER_PASSWORD", "_AIRFLOW_WWW_USER_PASSWORD"):
         assert env_example[key].startswith("change-me"), f"{key} in .env.example must be a placeholder"
+    # no fixed login anywhere in what runs (the demo generates its password per state folder)
+    for path in [COMPOSE, DOCKERFILE, ENV_EXAMPLE, *sorted((ROOT / "scripts").glob("*.*"))]:
+        assert "incident-demo" not in path.read_text(encoding="utf-8"), f"{path.name} holds the old fixed password"
     for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
         assert key not in env_example, f"{key} must stay commented out in .env.example"
         assert f"# {key}=" in ENV_EXAMPLE.read_text(encoding="utf-8"), f".env.example documents {key}"
     dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert ".env" in dockerignore and "!.env.example" in dockerignore
+
+
+@pytest.mark.process  # git check-ignore
+def test_git_ignores_the_env_file() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, capture_output=True)
     assert ignored.returncode == 0, ".env must be in .gitignore: it holds the secrets"
 
@@ -401,6 +525,7 @@ def test_the_sandbox_profile_points_airflow_at_the_sandbox(
     assert f"127.0.0.1:{args['--http-port']}:{args['--http-port']}" in ports
 
 
+@pytest.mark.process  # python -m sandbox --help
 def test_the_sandbox_accepts_the_options_the_compose_file_gives_it(services: dict[str, dict[str, Any]]) -> None:
     result = subprocess.run([sys.executable, "-m", "sandbox", "--help"], cwd=ROOT, capture_output=True, text=True,
                             env={"PYTHONPATH": f"{ROOT / 'plugins'}:{ROOT / 'include'}", "PATH": "/usr/bin:/bin"},
