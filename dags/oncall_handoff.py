@@ -5,7 +5,8 @@ One timetable (Asia/Tokyo) fires at every hand-over slot of the runbook:
 
 - **weekly rotation handoff** (`oncall.handoff`, Monday 10:00, holidays included): who hands the
   pager over to whom (Slack mentions), the open incidents, the pending postmortems and the week's
-  off-hours windows (weekday 18:00–9:00, weekends and Japanese public holidays all day);
+  off-hours windows (weekday 18:00–9:00; weekends, Japanese public holidays and the runbook's
+  `calendar.extra_days_off` such as 年末年始 12/29–1/3 all day);
 - **business hours begin** (9:00) and **end** (18:00) on business days: who is on call now (the
   whole team in business hours, the rotation's engineer otherwise). Days off are skipped.
 

@@ -9,6 +9,9 @@ P1/P2) and that is not done yet:
 - **at the due time, 48 h** (`postmortem.due_after_hours`): an overdue notice to the owner,
   escalated to the dev lead.
 
+With `postmortem.align: next_business_day_end` (the runbook's default) a due time at night or on a
+day off is the next business day's 18:00, and a reminder outside business hours waits for 9:00.
+
 Each stage is sent once (a ledger event keyed by the stage); a run after both times sends only the
 overdue notice. Marking the postmortem done (DAG `postmortem_done`, or
 `python -m incident_ops postmortem-done INCIDENT_ID`) stops the reminders.

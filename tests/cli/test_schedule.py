@@ -63,7 +63,7 @@ def test_weekly_handoff(capsys: pytest.CaptureFixture[str], ledger: Ledger) -> N
         ("2026-11-04T09:00:00Z", "off_hours", ["watanabe"]),  # 18:00 JST
         ("2026-11-23T10:00:00+09:00", "handoff", ["ito"]),
         ("2026-11-24T09:00:00+09:00", "business_hours", ["tanaka", "yamada", "ito", "watanabe", "dev_lead"]),
-        ("2026-12-31T18:00:00+09:00", "off_hours", ["watanabe"]),
+        ("2026-12-28T18:00:00+09:00", "off_hours", ["watanabe"]),  # the last one before 年末年始
         ("2027-01-04T10:00:00+09:00", "handoff", ["tanaka", "yamada", "ito", "watanabe", "dev_lead"]),
     ],
 )
@@ -79,6 +79,7 @@ def test_slots(capsys: pytest.CaptureFixture[str], ledger: Ledger, instant: str,
         ("2026-11-03T09:00:00+09:00", "11/03(火・文化の日) は休日のため交代の通知はありません"),
         ("2026-11-23T18:00:00+09:00", "11/23(月・勤労感謝の日) は休日のため交代の通知はありません"),
         ("2027-01-01T09:00:00+09:00", "01/01(金・元日) は休日のため交代の通知はありません"),
+        ("2026-12-30T18:00:00+09:00", "12/30(水・年末年始) は休日のため交代の通知はありません"),
         ("2026-11-04T08:59:00+09:00", "11/04(水) 08:59 は交代の時刻ではありません（次は 11/04(水) 09:00 業務時間開始）"),
     ],
 )
@@ -107,30 +108,31 @@ def test_handoff_needs_an_offset(capsys: pytest.CaptureFixture[str], ledger: Led
 
 
 def test_reminders_and_done(capsys: pytest.CaptureFixture[str], ledger: Ledger) -> None:
-    recovered = jst(2026, 11, 20, 22, 30)
+    # Tuesday 10:00: +24 h and +48 h are in business hours (postmortem.align moves nothing).
+    recovered = jst(2026, 11, 24, 10, 0)
     p1 = add_incident(ledger, severity="P1", detected=recovered - dt.timedelta(hours=2), recovered=recovered,
                       acknowledged=recovered - dt.timedelta(hours=1), by="田中 太郎",
                       channel="incident-20261120", channel_id="C0INC1120")["id"]
     add_incident(ledger, severity="P3", detected=recovered, recovered=recovered + dt.timedelta(hours=1))
-    code, early = run_json(capsys, "reminders", "--at", "2026-11-21T22:00:00+09:00")
+    code, early = run_json(capsys, "reminders", "--at", "2026-11-25T09:30:00+09:00")
     assert code == 0 and early["due"] == []
     assert [(row["incident_id"], row["stage_now"], row["sent"]) for row in early["pending"]] == [(p1, None, [])]
-    _, day = run_json(capsys, "reminders", "--at", "2026-11-21T22:30:00+09:00")
+    _, day = run_json(capsys, "reminders", "--at", "2026-11-25T10:00:00+09:00")
     [due] = day["due"]
     assert (due["incident_id"], due["stage"], due["targets"]) == (p1, "reminder", ["C0INC1120", "U0TANAKA1"])
     assert due["text"].startswith(f"<@U0TANAKA1> 【ポストモーテムのリマインド】P1 {p1}")
-    _, late = run_json(capsys, "reminders", "--at", "2026-11-23T00:00:00+09:00")
+    _, late = run_json(capsys, "reminders", "--at", "2026-11-26T10:30:00+09:00")
     assert [(d["stage"], d["targets"]) for d in late["due"]] == [("overdue", ["C0INC1120", "U0TANAKA1", "U0LEAD001"])]
     # The CLI only reads: nothing was recorded, so the stage is still due.
     assert not [e for e in ledger.events(p1) if e["kind"].startswith("postmortem_")]
 
-    code, done = run_json(capsys, "postmortem-done", p1, "--at", "2026-11-22T10:00:00+09:00", "--path", "docs/pm.md")
+    code, done = run_json(capsys, "postmortem-done", p1, "--at", "2026-11-26T10:00:00+09:00", "--path", "docs/pm.md")
     assert code == 0 and done["first"] is True and done["postmortem_path"] == "docs/pm.md"
-    assert done["postmortem_done_at"] == "2026-11-22T10:00:00+09:00"
-    _, after = run_json(capsys, "reminders", "--at", "2026-11-23T00:00:00+09:00")
+    assert done["postmortem_done_at"] == "2026-11-26T10:00:00+09:00"
+    _, after = run_json(capsys, "reminders", "--at", "2026-11-26T10:30:00+09:00")
     assert after["due"] == [] and after["pending"] == []
     _, again = run_json(capsys, "postmortem-done", p1)
-    assert again["first"] is False and again["postmortem_done_at"] == "2026-11-22T10:00:00+09:00"
+    assert again["first"] is False and again["postmortem_done_at"] == "2026-11-26T10:00:00+09:00"
 
 
 def test_done_for_an_unknown_incident(capsys: pytest.CaptureFixture[str], ledger: Ledger) -> None:

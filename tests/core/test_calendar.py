@@ -13,6 +13,7 @@ import yaml
 from incident_ops.core.calendar import (
     business_hours_end,
     ensure_aware,
+    extra_day_off_name,
     is_business_day,
     is_business_hours,
     is_day_off,
@@ -45,7 +46,9 @@ def runbook_variant(change: Callable[[dict[str, Any]], None]) -> Runbook:
         (dt.date(2026, 11, 23), True),  # Monday, 勤労感謝の日
         (dt.date(2026, 11, 24), False),  # Tuesday
         (dt.date(2026, 11, 3), True),  # Tuesday, 文化の日
-        (dt.date(2026, 12, 31), False),  # Thursday, not a public holiday
+        (dt.date(2026, 12, 28), False),  # Monday, the last business day of 2026
+        (dt.date(2026, 12, 29), True),  # Tuesday, 年末年始 (the runbook's 12-29..01-03)
+        (dt.date(2026, 12, 31), True),  # Thursday, not a public holiday but 年末年始
         (dt.date(2027, 1, 1), True),  # 元日
         (dt.date(2027, 1, 4), False),  # first business day of 2027
     ],
@@ -70,8 +73,10 @@ def test_a_datetime_is_judged_by_its_tokyo_date(runbook: Runbook) -> None:
 
 def test_extra_days_off_close_the_office(runbook: Runbook) -> None:
     closed = runbook_variant(lambda data: data["calendar"].update(extra_days_off=["2026-12-30", "2026-12-31"]))
+    open_all_year = runbook_variant(lambda data: data["calendar"].update(extra_days_off=[]))
     assert is_day_off(closed, dt.date(2026, 12, 31)) is True
-    assert is_day_off(runbook, dt.date(2026, 12, 31)) is False
+    assert is_day_off(closed, dt.date(2026, 12, 29)) is False
+    assert is_day_off(open_all_year, dt.date(2026, 12, 31)) is False
     assert next_business_start(closed, jst(2026, 12, 29, 18, 0)) == jst(2027, 1, 4, 9, 0)
 
 
@@ -134,7 +139,8 @@ def test_naive_datetimes_are_refused(runbook: Runbook) -> None:
         (jst(2026, 11, 20, 20, 0), jst(2026, 11, 24, 9, 0)),
         # On a weekday holiday: the next day.
         (jst(2026, 11, 3, 10, 0), jst(2026, 11, 4, 9, 0)),
-        # Year end: 元日 is a Friday, then a weekend.
+        # Year end: 年末年始 12/29–1/3 (元日 is a Friday, then a weekend).
+        (jst(2026, 12, 28, 18, 0), jst(2027, 1, 4, 9, 0)),
         (jst(2026, 12, 31, 18, 0), jst(2027, 1, 4, 9, 0)),
         (jst(2027, 1, 1, 12, 0), jst(2027, 1, 4, 9, 0)),
         # UTC input, Tokyo answer (Friday 11:00 UTC = 20:00 JST).
@@ -173,8 +179,9 @@ def test_off_hours_windows_are_clipped_to_the_range(runbook: Runbook) -> None:
 
 
 def test_off_hours_windows_over_the_year_end(runbook: Runbook) -> None:
-    windows = off_hours_windows(runbook, jst(2026, 12, 31, 12, 0), jst(2027, 1, 4, 12, 0))
-    assert windows == [(jst(2026, 12, 31, 18, 0), jst(2027, 1, 4, 9, 0))]
+    # 年末年始: from the last business day's 18:00 (Monday 12/28) to 1/4 9:00, one window.
+    windows = off_hours_windows(runbook, jst(2026, 12, 28, 12, 0), jst(2027, 1, 4, 12, 0))
+    assert windows == [(jst(2026, 12, 28, 18, 0), jst(2027, 1, 4, 9, 0))]
 
 
 def test_off_hours_windows_refuse_a_backwards_range(runbook: Runbook) -> None:
@@ -187,3 +194,44 @@ def test_holiday_lookups_are_cached_per_country_and_year(runbook: Runbook) -> No
 
     assert calendar._holidays("JP", 2026) is calendar._holidays("JP", 2026)
     assert calendar._holidays("JP", 2026) is not calendar._holidays("JP", 2027)
+
+
+# --- company days off: 年末年始 every year, ranges, single dates --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instant", "inside", "next_start"),
+    [
+        (jst(2026, 12, 28, 17, 59), True, jst(2026, 12, 28, 17, 59)),  # the last business hours of 2026
+        (jst(2026, 12, 29, 10, 0), False, jst(2027, 1, 4, 9, 0)),  # a Tuesday, 年末年始
+        (jst(2026, 12, 30, 9, 0), False, jst(2027, 1, 4, 9, 0)),
+        (jst(2027, 1, 3, 23, 59), False, jst(2027, 1, 4, 9, 0)),
+        (jst(2027, 1, 4, 9, 0), True, jst(2027, 1, 4, 9, 0)),
+        # Another year: 2027-12-29 is a Wednesday, 2028-01-04 a Tuesday.
+        (jst(2027, 12, 28, 18, 0), False, jst(2028, 1, 4, 9, 0)),
+        (jst(2028, 1, 3, 12, 0), False, jst(2028, 1, 4, 9, 0)),
+    ],
+)
+def test_the_year_end_closure_is_off_every_year(
+    runbook: Runbook, instant: dt.datetime, inside: bool, next_start: dt.datetime
+) -> None:
+    assert is_business_hours(runbook, instant) is inside
+    assert next_business_start(runbook, instant) == next_start
+
+
+def test_day_off_names(runbook: Runbook) -> None:
+    assert extra_day_off_name(runbook, dt.date(2026, 12, 30)) == "年末年始"
+    assert extra_day_off_name(runbook, jst(2027, 1, 2, 12, 0)) == "年末年始"
+    assert extra_day_off_name(runbook, dt.date(2026, 12, 28)) is None
+    unnamed = runbook_variant(lambda data: data["calendar"].update(extra_days_off=["08-13..08-15"]))
+    assert extra_day_off_name(unnamed, dt.date(2026, 8, 14)) == "休業日"
+    assert extra_day_off_name(unnamed, dt.date(2026, 12, 30)) is None
+
+
+def test_a_summer_closure_and_a_single_day_join_the_weekend(runbook: Runbook) -> None:
+    closed = runbook_variant(lambda data: data["calendar"].update(extra_days_off=["08-12..08-14", "2026-05-07"]))
+    # Tuesday 8/11 evening → Wednesday–Friday closed → Monday 8/17.
+    assert next_business_start(closed, jst(2026, 8, 11, 18, 0)) == jst(2026, 8, 17, 9, 0)
+    # Golden Week 2026: 5/6 is a substitute holiday, 5/7 the company's day off → Friday 5/8.
+    assert next_business_start(closed, jst(2026, 5, 2, 12, 0)) == jst(2026, 5, 8, 9, 0)
+    assert next_business_start(runbook, jst(2026, 5, 2, 12, 0)) == jst(2026, 5, 7, 9, 0)

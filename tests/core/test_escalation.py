@@ -68,10 +68,11 @@ def test_p2_dev_lead_in_slack(runbook: Runbook) -> None:
 
 def test_p3_goes_to_the_team_channel_even_at_night(runbook: Runbook) -> None:
     at = jst(2026, 11, 21, 3, 0)
-    (team,) = route(runbook, "P3", at)
+    team, page = route(runbook, "P3", at)
     assert team.channel == "#dev-team"
     assert team.recipients == []
     assert team.not_before == at
+    assert (page.target, page.via, page.urgency) == ("oncall", "pagerduty", "low")
 
 
 @pytest.mark.parametrize(
@@ -106,6 +107,7 @@ def test_notification_as_json(runbook: Runbook) -> None:
         "recipients": [],
         "channel": "#dev-team",
         "deferred": True,
+        "urgency": None,
     }
 
 
@@ -135,3 +137,58 @@ def test_unknown_severity_is_refused(runbook: Runbook) -> None:
 def test_naive_instant_is_refused(runbook: Runbook) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         route(runbook, "P1", dt.datetime(2026, 11, 24, 10, 0))
+
+
+# --- P3 outside business hours: a low-urgency page for the on-call engineer (our choice) -------------
+
+
+@pytest.mark.parametrize(
+    ("at", "engineer"),
+    [
+        (jst(2026, 12, 4, 18, 30), "watanabe"),  # Friday evening
+        (jst(2026, 12, 6, 23, 0), "watanabe"),  # Sunday night
+        (jst(2026, 11, 23, 12, 0), "ito"),  # Monday 勤労感謝の日, at noon (after the 10:00 handoff)
+        (jst(2026, 12, 30, 11, 0), "watanabe"),  # Wednesday in 年末年始
+        (jst(2027, 5, 4, 14, 0), "yamada"),  # Golden Week (みどりの日)
+        (jst(2026, 12, 1, 8, 59), "watanabe"),  # a weekday before 9:00
+    ],
+)
+def test_p3_off_hours_also_pages_the_oncall_at_low_urgency(runbook: Runbook, at: dt.datetime, engineer: str) -> None:
+    team, page = route(runbook, "P3", at)
+    assert (team.target, team.via, team.urgency) == ("dev_team", "slack", None)
+    assert (page.target, page.via, page.urgency) == ("oncall", "pagerduty", "low")
+    assert page.recipients[0]["id"] == engineer  # the rotation's engineer at that instant
+    assert page.not_before == at and not page.deferred
+    assert page.to_dict()["urgency"] == "low"
+
+
+@pytest.mark.parametrize("at", [jst(2026, 12, 1, 9, 0), jst(2026, 12, 4, 17, 59, 59), jst(2026, 12, 28, 12, 0)])
+def test_p3_in_business_hours_pages_nobody(runbook: Runbook, at: dt.datetime) -> None:
+    assert summary(route(runbook, "P3", at)) == [("dev_team", "slack")]
+
+
+def test_the_p3_night_page_follows_the_setting() -> None:
+    import yaml
+
+    from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, parse_runbook
+
+    def variant(setting: dict) -> Runbook:
+        data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+        data["escalation"]["p3_off_hours_pagerduty"] = setting
+        return parse_runbook(data)
+
+    night = jst(2026, 12, 4, 22, 0)
+    assert summary(route(variant({"enabled": False}), "P3", night)) == [("dev_team", "slack")]
+    (_, page) = route(variant({"urgency": "high"}), "P3", night)
+    assert page.urgency == "high"
+
+
+@pytest.mark.parametrize("severity", ["P1", "P2", "P4"])
+def test_only_p3_gets_the_night_page(runbook: Runbook, severity: str) -> None:
+    notices = route(runbook, severity, jst(2026, 12, 4, 22, 0))
+    assert all(n.urgency is None for n in notices)
+    assert sum(1 for n in notices if n.via == "pagerduty") == (0 if severity == "P4" else 1)
+
+
+def test_the_unacknowledged_p3_at_night_still_goes_to_the_dev_lead(runbook: Runbook) -> None:
+    assert summary(unacknowledged_route(runbook, "P3", jst(2026, 12, 5, 0, 0))) == [("dev_lead", "slack")]

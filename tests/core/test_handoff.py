@@ -140,10 +140,11 @@ def test_slot_keys_are_the_local_minute(runbook: Runbook) -> None:
     assert slot.key == "oncall:handoff:2026-11-02T10:00+09:00"
 
 
-def test_year_end_with_public_holidays_only(runbook: Runbook) -> None:
+def test_year_end_with_public_holidays_only() -> None:
+    runbook = runbook_variant(lambda data: data["calendar"].update(extra_days_off=[]))
     slots = h.slots_between(runbook, jst(2026, 12, 28), jst(2027, 1, 6))
     days = sorted({s.at.date() for s in slots if s.kind != "handoff"})
-    # 元日 (Fri) and the weekend are days off; the runbook has no company closure by default.
+    # Without a company closure: 元日 (Fri) and the weekend are the only days off.
     assert days == [dt.date(2026, 12, d) for d in (28, 29, 30, 31)] + [dt.date(2027, 1, 4), dt.date(2027, 1, 5)]
     assert [s.at for s in slots if s.kind == "handoff"] == [jst(2026, 12, 28, 10), jst(2027, 1, 4, 10)]
     post = roster_post(runbook, h.slots_at(runbook, jst(2026, 12, 31, 18))[0])
@@ -366,3 +367,27 @@ def test_find_person(runbook: Runbook) -> None:
     assert h.find_person(runbook, ref="U0LEAD001")["id"] == "dev_lead"
     assert h.find_person(runbook, ref="yamada")["id"] == "yamada"
     assert h.find_person(runbook, ref="nobody") is None
+
+
+# --- 年末年始 from the shipped runbook (calendar.extra_days_off: 12-29..01-03) -------------------------
+
+
+def test_the_shipped_year_end_closure_has_no_hand_overs(runbook: Runbook) -> None:
+    slots = h.slots_between(runbook, jst(2026, 12, 28), jst(2027, 1, 6))
+    assert [(s.at, s.kind) for s in slots] == [
+        (jst(2026, 12, 28, 9), "business_hours"),
+        (jst(2026, 12, 28, 10), "handoff"),
+        (jst(2026, 12, 28, 18), "off_hours"),
+        (jst(2027, 1, 4, 9), "business_hours"),
+        (jst(2027, 1, 4, 10), "handoff"),
+        (jst(2027, 1, 4, 18), "off_hours"),
+        (jst(2027, 1, 5, 9), "business_hours"),
+        (jst(2027, 1, 5, 18), "off_hours"),
+    ]
+    post = roster_post(runbook, slots[2])
+    assert post.text.splitlines()[2] == (
+        "業務時間外: 12/28(月) 18:00 〜 01/04(月) 09:00（休日: 12/29(火・年末年始)、12/30(水・年末年始)、"
+        "12/31(木・年末年始)、01/01(金・元日)、01/02(土・年末年始)、01/03(日・年末年始)）"
+    )
+    assert h.no_slot_reason(runbook, jst(2026, 12, 29, 9)) == "12/29(火・年末年始) は休日のため交代の通知はありません"
+    assert h.format_day(runbook, dt.date(2027, 12, 30)) == "12/30(木・年末年始)"  # every year

@@ -167,3 +167,13 @@ def test_a_rotation_start_off_the_handoff_is_a_clear_error() -> None:
 def test_naive_instants_are_refused(runbook: Runbook) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         oncall_at(runbook, dt.datetime(2026, 11, 24, 10, 0))
+
+
+def test_the_year_end_closure_is_the_rotation_engineers(runbook: Runbook) -> None:
+    # 年末年始 (calendar.extra_days_off 12-29..01-03): from Monday 12/28 18:00 to Monday 1/4 9:00.
+    for instant in (jst(2026, 12, 28, 18, 0), jst(2026, 12, 30, 10, 0), jst(2027, 1, 3, 23, 0)):
+        state = oncall_at(runbook, instant)
+        assert (state.mode, state.on_call, state.until) == ("off_hours", ["watanabe"], jst(2027, 1, 4, 9, 0))
+    assert [t.at for t in transitions(runbook, jst(2026, 12, 28, 12), jst(2027, 1, 4, 12))] == [
+        jst(2026, 12, 28, 18), jst(2027, 1, 4, 9),
+    ]

@@ -27,10 +27,24 @@ JST = ZoneInfo("Asia/Tokyo")
 RECOVERED = dt.datetime(2026, 11, 20, 22, 30, tzinfo=JST)  # a Friday night
 
 
-def runbook_variant(change: Callable[[dict[str, Any]], None]) -> Runbook:
+def runbook_variant(change: Callable[[dict[str, Any]], None], *, align: str = "wall_clock") -> Runbook:
     data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data["postmortem"]["align"] = align
     change(data)
     return parse_runbook(data)
+
+
+@pytest.fixture
+def runbook() -> Runbook:
+    """Most tests here count plain hours from a Friday-night recovery (`postmortem.align:
+    wall_clock`); the shipped alignment to business days is tested at the end of the file."""
+    return runbook_variant(lambda data: None)
+
+
+@pytest.fixture
+def shipped() -> Runbook:
+    """The project's runbook as it is (postmortem.align: next_business_day_end)."""
+    return parse_runbook(yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8")))
 
 
 def incident(**fields: Any) -> dict[str, Any]:
@@ -196,3 +210,54 @@ def test_overview(runbook: Runbook) -> None:
     row = rows[0]
     assert (row["sent"], row["stage_now"], row["due_now"], row["owner"]) == (["reminder"], "reminder", None, "yamada")
     assert row["due_at"] == (RECOVERED + dt.timedelta(hours=48)).isoformat()
+
+
+# --- the shipped runbook: due times and reminders out of nights and days off --------------------------
+
+
+def test_a_friday_night_recovery_is_due_on_the_next_business_day_end(shipped: Runbook) -> None:
+    # Recovered Friday 11/20 22:30; +24 h is Saturday, +48 h Sunday night; Monday 11/23 is 勤労感謝の日.
+    record = incident(postmortem_due_at=None)
+    assert stage_times(shipped, record) == {
+        "reminder": dt.datetime(2026, 11, 24, 9, 0, tzinfo=JST),
+        "overdue": dt.datetime(2026, 11, 24, 18, 0, tzinfo=JST),
+    }
+    sent: dict[str, set[str]] = {}
+    log = []
+    for hour in range(1, 24 * 5):
+        at = RECOVERED.replace(minute=0) + dt.timedelta(hours=hour)
+        for reminder in due_reminders(shipped, [record], at, sent):
+            log.append((reminder.stage, at))
+            sent.setdefault(reminder.incident_id, set()).add(reminder.key)
+    assert log == [
+        ("reminder", dt.datetime(2026, 11, 24, 9, 0, tzinfo=JST)),
+        ("overdue", dt.datetime(2026, 11, 24, 18, 0, tzinfo=JST)),
+    ]
+
+
+def test_the_reminder_says_why_the_due_time_moved(shipped: Runbook) -> None:
+    at = dt.datetime(2026, 11, 24, 9, 0, tzinfo=JST)
+    [reminder] = due_reminders(shipped, [incident(postmortem_due_at=None)], at, {})
+    lines = render_reminder(shipped, reminder, at, mentions="plain").splitlines()
+    assert "作成期限: 11/24(火) 18:00（復旧から48時間後（11/22(日) 22:30）が業務時間外のため翌営業日の終業時刻）" in lines
+    overdue_at = dt.datetime(2026, 11, 24, 18, 0, tzinfo=JST)
+    [overdue] = due_reminders(shipped, [incident(postmortem_due_at=None)], overdue_at, {})
+    text = render_reminder(shipped, overdue, overdue_at, mentions="plain")
+    assert "作成期限 11/24(火) 18:00（復旧から48時間後（11/22(日) 22:30）が業務時間外のため翌営業日の終業時刻）を過ぎました" in text
+
+
+def test_year_end_recovery_is_due_after_the_closure(shipped: Runbook) -> None:
+    record = incident(recovered_at=dt.datetime(2026, 12, 28, 15, 0, tzinfo=JST), postmortem_due_at=None)
+    assert stage_times(shipped, record) == {
+        "reminder": dt.datetime(2027, 1, 4, 9, 0, tzinfo=JST),
+        "overdue": dt.datetime(2027, 1, 4, 18, 0, tzinfo=JST),
+    }
+
+
+def test_a_due_time_in_business_hours_is_unchanged(shipped: Runbook) -> None:
+    record = incident(recovered_at=dt.datetime(2026, 12, 1, 10, 0, tzinfo=JST), postmortem_due_at=None)
+    times = stage_times(shipped, record)
+    assert times == {"reminder": dt.datetime(2026, 12, 2, 10, 0, tzinfo=JST),
+                     "overdue": dt.datetime(2026, 12, 3, 10, 0, tzinfo=JST)}
+    [reminder] = due_reminders(shipped, [record], times["reminder"], {})
+    assert "作成期限: 12/03(木) 10:00（復旧から48時間以内）" in render_reminder(shipped, reminder, times["reminder"])

@@ -201,3 +201,32 @@ def test_report_as_dict(report) -> None:
     assert data["incidents"] == 6 and data["drills"] == 1 and len(data["breaches"]) == 5
     assert data["outstanding_postmortems"][0]["id"] == "C"
     assert data["severities"][0]["median_minutes_to_recover"] == 135.0
+
+
+# --- P4 翌営業日可: time to acknowledge counts from the next business day's 9:00 ----------------------
+
+
+def test_a_p4_reported_on_friday_evening_is_measured_from_monday_9(runbook: Runbook) -> None:
+    friday = jst(2026, 12, 4, 18, 30)
+    answered = incident_figures(runbook, make("P4a", "P4", friday, ack=63.5 * 60), jst(2026, 12, 14, 9, 0))
+    # Acknowledged Monday 10:00: 1 hour after work could start, within the 24 h target.
+    assert answered.acknowledged_at == jst(2026, 12, 7, 10, 0)
+    assert answered.to_acknowledge == dt.timedelta(hours=1) and answered.ack_met is True
+    assert answered.breaches == []
+    early = incident_figures(runbook, make("P4b", "P4", friday, ack=60), jst(2026, 12, 14, 9, 0))
+    assert early.to_acknowledge == dt.timedelta(0) and early.ack_met is True  # picked up on Friday night
+
+
+def test_a_p4_without_acknowledgement_breaches_only_after_its_deadline(runbook: Runbook) -> None:
+    item = make("P4c", "P4", jst(2026, 12, 4, 18, 30))
+    # Saturday 18:30 is 24 h after the report, but work could start only on Monday 9:00.
+    assert incident_figures(runbook, item, jst(2026, 12, 6, 12, 0)).breaches == []
+    assert incident_figures(runbook, item, jst(2026, 12, 8, 8, 59)).breaches == []
+    (breach,) = incident_figures(runbook, item, jst(2026, 12, 8, 9, 0)).breaches
+    assert breach.text == "対応開始の記録がありません（目標: 24時間以内）"
+
+
+def test_a_p4_in_business_hours_counts_from_detection(runbook: Runbook) -> None:
+    item = incident_figures(runbook, make("P4d", "P4", jst(2026, 12, 1, 14, 0), ack=25 * 60), jst(2026, 12, 7))
+    assert item.to_acknowledge == dt.timedelta(hours=25) and item.ack_met is False
+    assert item.breaches[0].text == "対応開始まで 25時間0分（目標: 24時間以内）"

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipExcept
 
 from incident_ops.core.ledger import Ledger
 from incident_ops.flows import incident as incident_flow
-from incident_ops.sensors.acknowledgement import AcknowledgementSensor
+from incident_ops.sensors.acknowledgement import AcknowledgementSensor, seconds_until
 
 
 class NoPagerDuty:
@@ -124,3 +124,31 @@ def test_pagerduty_is_asked_only_for_an_incident_it_paged(ledger: Ledger, now: d
         assert found["source"] == "pagerduty" and ledger.get(incident["id"])["acknowledged_by"] == "PTANAKA"
     else:  # P3/P4 page nobody: no PagerDuty incident exists, so none is looked up
         assert found is None and pagerduty.lookups == []
+
+
+def test_a_p3_paged_at_night_is_asked_in_pagerduty_too(ledger: Ledger, now: dt.datetime,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # escalation.p3_off_hours_pagerduty: outside business hours a P3 opens a low-urgency PagerDuty
+    # incident, so the acknowledgement there ends the wait like a P1's.
+    pagerduty = AcknowledgedInPagerDuty(acknowledged_at=now)
+    monkeypatch.setattr(incident_flow, "services_for", lambda environment: type("S", (), {"pager": pagerduty})())
+    incident = open_incident(ledger, now, "P3", detected_minutes_ago=1)
+    ledger.record_event(incident["id"], at=now, kind="notified", actor="incident_ops", message="night page",
+                        data={"results": [{"target": "dev_team", "via": "slack", "ok": True},
+                                          {"target": "oncall", "via": "pagerduty", "ok": True, "urgency": "low"}]},
+                        idempotency_key="notified")
+    found = incident_flow.acknowledgement(incident)
+    assert found["source"] == "pagerduty" and pagerduty.lookups == [incident["id"]]
+
+
+def test_a_p4_reported_on_friday_evening_waits_until_tuesday_9(ledger: Ledger) -> None:
+    # 翌営業日可: work may start Monday 9:00 and the 24 h target counts from then.
+    jst = dt.timezone(dt.timedelta(hours=9))
+    detected = dt.datetime(2026, 12, 4, 18, 30, tzinfo=jst)
+    record, _ = ledger.open_or_join(fingerprint="fp-p4-friday", severity="P4", symptom="s", title="t",
+                                    service="backend", environment="production", reporter="test", at=detected,
+                                    occurrence_key="o", detected_at=detected)
+    deadline = incident_flow.current_response_deadline({"id": record["id"]})
+    assert deadline == dt.datetime(2026, 12, 8, 9, 0, tzinfo=jst)
+    first_poke = detected + dt.timedelta(minutes=1)
+    assert seconds_until(deadline, first_poke) == (dt.timedelta(days=3, hours=14, minutes=29)).total_seconds()

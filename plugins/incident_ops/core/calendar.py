@@ -2,7 +2,8 @@
 
 Business hours are 9:00–18:00 (start inclusive, end exclusive) on business days in the calendar's
 time zone (Asia/Tokyo). Weekends, Japanese public holidays (the `holidays` package) and the
-runbook's `extra_days_off` are days off. Every function takes the time as an argument and accepts
+runbook's `extra_days_off` are days off: dates, date ranges and month-day ranges that come back every
+year (年末年始 `12-29..01-03`, wrapping the year end). Every function takes the time as an argument and accepts
 only aware datetimes; results are aware datetimes in the calendar's time zone.
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "business_hours_end",
     "business_hours_start",
     "ensure_aware",
+    "extra_day_off_name",
     "is_business_day",
     "is_business_hours",
     "is_day_off",
@@ -79,12 +81,22 @@ def public_holiday_name(runbook: Runbook, day: dt.date | dt.datetime) -> str | N
     return _holidays(country, date.year).get(date)
 
 
+def extra_day_off_name(runbook: Runbook, day: dt.date | dt.datetime) -> str | None:
+    """The company day off (calendar.extra_days_off) `day` falls in: its name, `休業日` when it has
+    none; None when `day` is not one."""
+    date = local_date(runbook, day)
+    for entry in runbook.calendar.extra_days_off:
+        if entry.contains(date):
+            return entry.name or "休業日"
+    return None
+
+
 def is_day_off(runbook: Runbook, day: dt.date | dt.datetime) -> bool:
     """Weekend (not in calendar.business_days), public holiday or one of calendar.extra_days_off."""
     date = local_date(runbook, day)
     if WEEKDAYS[date.weekday()] not in runbook.calendar.business_days:
         return True
-    if date in runbook.calendar.extra_days_off:
+    if extra_day_off_name(runbook, date) is not None:
         return True
     return public_holiday_name(runbook, date) is not None
 

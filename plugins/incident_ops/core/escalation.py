@@ -3,13 +3,19 @@
 The table lives in the runbook (`escalation`). `oncall` is the rotation's engineer at that instant
 (paged through PagerDuty), `dev_team` is the team's Slack channel, anything else a person from
 `contacts.people`. A notice marked `next_business_day_ok` (P4: Slack 翌営業日可) that falls outside
-business hours waits until the next business day's 9:00, skipping weekends and public holidays.
+business hours waits until the next business day's 9:00, skipping weekends, public holidays and the
+runbook's extra days off (年末年始).
+
+Our addition to the table (`escalation.p3_off_hours_pagerduty`, on by default): a P3 outside business
+hours also pages the rotation's engineer through PagerDuty with a low urgency (no phone call), so the
+2-hour target has someone on it at night. The notice carries `urgency`; delivery turns it into the
+Events API v2 `payload.severity` (low → warning, high → error).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from incident_ops.core.calendar import ensure_aware, is_business_hours, next_business_start
@@ -34,6 +40,8 @@ class Notification:
     channel: str | None = None
     # The instant the notice was routed at, when it waits for business hours (else None).
     deferred_from: dt.datetime | None = None
+    # PagerDuty urgency asked for (the P3 night page: "low"); None = the severity's own.
+    urgency: str | None = None
 
     @property
     def deferred(self) -> bool:
@@ -48,6 +56,7 @@ class Notification:
             "recipients": [dict(recipient) for recipient in self.recipients],
             "channel": self.channel,
             "deferred": self.deferred,
+            "urgency": self.urgency,
         }
 
 
@@ -84,10 +93,24 @@ def _notifications(runbook: Runbook, notices: list[Notice], at: dt.datetime) -> 
     return routed
 
 
+def _off_hours_page(runbook: Runbook, severity: str, at: dt.datetime, planned: list[Notification]) -> list[Notification]:
+    """The P3 night page (`escalation.p3_off_hours_pagerduty`), unless the table already pages the on-call."""
+    setting = runbook.escalation.p3_off_hours_pagerduty
+    local = ensure_aware(at, "at").astimezone(runbook.tz)
+    if severity != "P3" or not setting.enabled or is_business_hours(runbook, local):
+        return []
+    if any(n.target == "oncall" and n.via == "pagerduty" for n in planned):
+        return []
+    (page,) = _notifications(runbook, [Notice(target="oncall", via="pagerduty")], local)
+    return [replace(page, urgency=setting.urgency)]
+
+
 def route(runbook: Runbook, severity: str, at: dt.datetime) -> list[Notification]:
-    """The notices for a new incident of `severity` detected or declared at `at`."""
+    """The notices for a new incident of `severity` detected or declared at `at`: the escalation
+    table's, plus the P3 night page outside business hours (see the module doc)."""
     _check_severity(severity)
-    return _notifications(runbook, runbook.escalation.for_severity(severity), at)
+    planned = _notifications(runbook, runbook.escalation.for_severity(severity), at)
+    return planned + _off_hours_page(runbook, severity, at, planned)
 
 
 def unacknowledged_route(runbook: Runbook, severity: str, at: dt.datetime) -> list[Notification]:

@@ -8,7 +8,8 @@ Three kinds of slot, in the calendar's time zone (Asia/Tokyo):
 - ``business_hours``: business hours begin (9:00 on a business day): the whole team is on call;
 - ``off_hours``: business hours end (18:00 on a business day): the rotation's engineer is on call.
 
-Days off (weekends, Japanese public holidays, `calendar.extra_days_off`) have no 9:00/18:00 slot.
+Days off (weekends, Japanese public holidays, `calendar.extra_days_off` such as 年末年始 12/29–1/3)
+have no 9:00/18:00 slot.
 Each slot has a key (`oncall:<kind>:<local time>`): the Slack idempotency key and the ledger
 notice, so a slot is posted once. A slot posted after `LATE_GRACE` says so in its first line.
 
@@ -29,6 +30,7 @@ import holidays
 
 from incident_ops.core.calendar import (
     ensure_aware,
+    extra_day_off_name,
     is_business_hours,
     is_day_off,
     next_business_start,
@@ -216,10 +218,11 @@ def holiday_name(runbook: Runbook, day: dt.date) -> str | None:
 
 
 def format_day(runbook: Runbook, instant: dt.datetime | dt.date) -> str:
-    """`11/03(火・文化の日)`, `11/07(土)`: month/day, weekday and the public holiday's name."""
+    """`11/03(火・文化の日)`, `12/30(水・年末年始)`, `11/07(土)`: month/day, weekday and the public
+    holiday's name, else the company day off's (`休業日` when unnamed)."""
     day = instant.astimezone(runbook.tz).date() if isinstance(instant, dt.datetime) else instant
-    holiday = holiday_name(runbook, day)
-    extra = f"・{holiday}" if holiday else ("・休業日" if day in runbook.calendar.extra_days_off else "")
+    holiday = holiday_name(runbook, day) or extra_day_off_name(runbook, day)
+    extra = f"・{holiday}" if holiday else ""
     return f"{day.month:02d}/{day.day:02d}({_WEEKDAY_JA[day.weekday()]}{extra})"
 
 

@@ -8,6 +8,10 @@ whose postmortem is not done:
 - stage ``overdue`` at the due time (the ledger's `postmortem_due_at`, else recovery +
   `postmortem.due_after_hours`, 48 h): an overdue notice to the owner, escalated to the dev lead.
 
+Both times come from `deadlines.postmortem_times`: with `postmortem.align: next_business_day_end`
+a due time at night or on a day off is the next business day's 18:00, and a reminder outside
+business hours waits for the next 9:00 (nobody is reminded at 3 a.m. or on 元日).
+
 Each stage is sent at most once: the ledger event with the idempotency key `stage_key(stage)` is
 the record. A run that comes after both times sends only the overdue notice (the reminder would be
 stale). The owner is whoever acknowledged (started the response), else the rotation's engineer at
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from incident_ops.core.calendar import ensure_aware
+from incident_ops.core.deadlines import postmortem_times
 from incident_ops.core.handoff import find_person, format_moment, mention, person_dict
 from incident_ops.core.messages import render
 from incident_ops.core.oncall import rotation_engineer
@@ -32,6 +37,7 @@ __all__ = [
     "DueReminder",
     "current_stage",
     "due_reminders",
+    "due_rule_text",
     "owner_of",
     "postmortem_required",
     "render_reminder",
@@ -65,17 +71,11 @@ def postmortem_required(runbook: Runbook, severity: str) -> bool:
 
 def stage_times(runbook: Runbook, incident: Mapping[str, Any]) -> dict[Stage, dt.datetime]:
     """When each stage is due for a recovered incident (in the runbook's zone)."""
-    recovered = _aware(incident["recovered_at"], "recovered_at").astimezone(runbook.tz)
+    times = postmortem_times(runbook, _aware(incident["recovered_at"], "recovered_at"))
     due = incident.get("postmortem_due_at")
-    overdue = (
-        _aware(due, "postmortem_due_at").astimezone(runbook.tz)
-        if due
-        else recovered + dt.timedelta(hours=runbook.postmortem.due_after_hours)
-    )
-    return {
-        "reminder": recovered + dt.timedelta(hours=runbook.postmortem.reminder_after_hours),
-        "overdue": overdue,
-    }
+    overdue = _aware(due, "postmortem_due_at").astimezone(runbook.tz) if due else times.due_at
+    assert times.reminder_at is not None and overdue is not None
+    return {"reminder": times.reminder_at, "overdue": overdue}
 
 
 def _pending(runbook: Runbook, incident: Mapping[str, Any]) -> bool:
@@ -244,6 +244,7 @@ def render_reminder(
         "title": _escape(reminder.title, mentions),
         "recovered": format_moment(runbook, reminder.recovered_at),
         "due": format_moment(runbook, reminder.due_at),
+        "due_rule": due_rule_text(runbook, reminder.recovered_at, reminder.due_at),
         "reminder_hours": _hours(runbook.postmortem.reminder_after_hours),
         "due_hours": _hours(runbook.postmortem.due_after_hours),
         "overdue_by": _duration(overdue_for) if overdue_for > dt.timedelta(0) else "",
@@ -253,6 +254,17 @@ def render_reminder(
     }
     name = "reminder.txt.j2" if reminder.stage == "reminder" else "overdue.txt.j2"
     return render(name, **context).rstrip("\n")
+
+
+def due_rule_text(runbook: Runbook, recovered_at: dt.datetime, due_at: dt.datetime) -> str:
+    """Why the due time is what it is: `復旧から48時間以内`, or when recovery + 48 h fell outside
+    business hours, `復旧から48時間後（12/05(土) 21:30）が業務時間外のため翌営業日の終業時刻`."""
+    hours = _hours(runbook.postmortem.due_after_hours)
+    nominal = postmortem_times(runbook, recovered_at).nominal_due_at
+    assert nominal is not None
+    if _aware(due_at, "due_at") == nominal:
+        return f"復旧から{hours}時間以内"
+    return f"復旧から{hours}時間後（{format_moment(runbook, nominal)}）が業務時間外のため翌営業日の終業時刻"
 
 
 def _duration(value: dt.timedelta) -> str:

@@ -5,8 +5,10 @@ apart and left out of the figures):
 
 - time to declare (declared_at − detected_at), for the severities the runbook declares (P1/P2),
   against Phase 1's window (検知と初期対応 0-15分: `DECLARE_TARGET`);
-- time to acknowledge, i.e. to the start of the response (acknowledged_at − detected_at), against
-  the severity's 対応時間目標 (P1 15 min, P2 30 min, P3 2 h, P4 24 h);
+- time to acknowledge, i.e. to the start of the response, against the severity's 対応時間目標 (P1
+  15 min, P2 30 min, P3 2 h, P4 24 h), counted like every other rule (`deadlines.response_window`)
+  from the instant work may start: detection, or for a P4 reported outside business hours the next
+  business day's 9:00 (翌営業日可); an acknowledgement before then counts as 0;
 - time to recover (recovered_at − detected_at); the runbook sets no target for it.
 
 A breach is a time over its target, or no record at all once the target has passed. Postmortems
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from incident_ops.core.calendar import ensure_aware
+from incident_ops.core.deadlines import response_window
 from incident_ops.core.handoff import format_moment
 from incident_ops.core.messages import format_duration_ja, render
 from incident_ops.core.reminders import postmortem_required, stage_times
@@ -163,10 +166,11 @@ def incident_figures(runbook: Runbook, incident: Mapping[str, Any], at: dt.datet
     declared = _aware(incident.get("declared_at"), "declared_at")
     acknowledged = _aware(incident.get("acknowledged_at"), "acknowledged_at")
     recovered = _aware(incident.get("recovered_at"), "recovered_at")
-    target_minutes = runbook.severities[severity].response_start_minutes  # type: ignore[index]
+    window = response_window(runbook, severity, detected)
+    target_minutes = window.target_minutes
     target = dt.timedelta(minutes=target_minutes)
     declare_required = severity in runbook.declare_severities
-    to_declare, to_ack = _span(detected, declared), _span(detected, acknowledged)
+    to_declare, to_ack = _span(detected, declared), _span(window.work_from, acknowledged)
     incident_id = str(incident["id"])
     breaches = []
     if declare_required:
@@ -178,7 +182,7 @@ def incident_figures(runbook: Runbook, incident: Mapping[str, Any], at: dt.datet
     if to_ack is not None and to_ack > target:
         breaches.append(Breach(incident_id, severity, "acknowledge",
                                f"対応開始まで {format_span(to_ack)}（目標: {format_duration_ja(target_minutes)}以内）"))
-    elif to_ack is None and detected + target <= at:
+    elif to_ack is None and window.deadline <= at:
         breaches.append(Breach(incident_id, severity, "acknowledge",
                                f"対応開始の記録がありません（目標: {format_duration_ja(target_minutes)}以内）"))
     return IncidentFigures(

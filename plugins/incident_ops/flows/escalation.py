@@ -24,6 +24,7 @@ from typing import Any
 from incident_ops.core import messages
 from incident_ops.core.deadlines import response_deadline
 from incident_ops.core.escalation import route
+from incident_ops.core.handoff import format_moment
 from incident_ops.core.ledger import OPEN_STATUSES, Ledger
 from incident_ops.core.oncall import rotation_engineer
 from incident_ops.core.triage import severity_rank
@@ -97,7 +98,7 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     text = "\n".join([
         f"【障害レベル引き上げ】{previous} → {target} {level.name}: {symptom}",
         f"インシデント: {incident_id} / 影響範囲: {record.get('environment')}/{record.get('service')}",
-        f"対応開始の目標: {messages.format_time_jst(deadline, runbook.tz)} まで",
+        f"対応開始の目標: {format_moment(runbook, deadline)} まで",
     ])
     notices = []
     for notification in route(runbook, target, now):

@@ -81,10 +81,12 @@ def test_a_month_of_firings_posts_every_slot_once(runbook: Runbook, ledger: Ledg
 def test_year_end_firings(runbook: Runbook, ledger: Ledger, slack: RecordingSlack, services) -> None:
     for at in firings(jst(2026, 12, 28), jst(2027, 1, 6)):
         run(at, runbook, ledger, services)
+    # 年末年始 (the runbook's calendar.extra_days_off 12-29..01-03): no 9:00/18:00 hand-over from 12/29 to 1/3.
     posted_days = sorted({m["key"].split(":", 2)[2][:10] for m in slack.messages})
-    assert posted_days == ["2026-12-28", "2026-12-29", "2026-12-30", "2026-12-31", "2027-01-04", "2027-01-05"]
-    new_year = next(m for m in slack.messages if m["key"] == "oncall:off_hours:2026-12-31T18:00+09:00")
-    assert "12/31(木) 18:00 〜 01/04(月) 09:00（休日: 01/01(金・元日)、01/02(土)、01/03(日)）" in new_year["text"]
+    assert posted_days == ["2026-12-28", "2027-01-04", "2027-01-05"]
+    year_end = next(m for m in slack.messages if m["key"] == "oncall:off_hours:2026-12-28T18:00+09:00")
+    assert ("12/28(月) 18:00 〜 01/04(月) 09:00（休日: 12/29(火・年末年始)、12/30(水・年末年始)、12/31(木・年末年始)、"
+            "01/01(金・元日)、01/02(土・年末年始)、01/03(日・年末年始)）") in year_end["text"]
 
 
 def test_missed_slots_are_posted_late_with_a_note(runbook: Runbook, ledger: Ledger, slack: RecordingSlack, services) -> None:

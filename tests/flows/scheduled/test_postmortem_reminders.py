@@ -17,7 +17,14 @@ from incident_ops.flows import scheduled
 from tests.clients.conftest import FakeSlack, patch_slack_sleeps
 from tests.flows.scheduled.conftest import RecordingSlack, add_incident, jst
 
-RECOVERED = jst(2026, 11, 20, 22, 30)
+RECOVERED = jst(2026, 11, 20, 22, 30)  # a Friday night
+
+
+@pytest.fixture
+def runbook(runbook: Runbook) -> Runbook:
+    """These runs count plain hours (postmortem.align: wall_clock), as the ledger rows add_incident
+    files do (due = recovery + 48 h); the shipped alignment has its own test below."""
+    return runbook.model_copy(update={"postmortem": runbook.postmortem.model_copy(update={"align": "wall_clock"})})
 
 
 def hourly(start: dt.datetime, hours: int) -> list[dt.datetime]:
@@ -186,3 +193,23 @@ def test_one_failing_incident_does_not_hold_back_the_others(runbook: Runbook, le
     retry = remind(at, runbook, ledger, SimpleNamespace(slack=slack, pager=None))
     assert [i["incident_id"] for i in retry["sent"]] == [incidents["p1"]["id"]]
     assert len([m for m in slack.messages if m["key"].startswith(p2)]) == 2
+
+
+def test_the_shipped_runbook_reminds_and_is_due_on_business_days(runbook: Runbook, ledger: Ledger,
+                                                                 slack: RecordingSlack, services) -> None:
+    from incident_ops.core.deadlines import postmortem_schedule
+    from incident_ops.core.runbook import load_runbook
+
+    shipped = load_runbook()
+    # What announce_recovery records: the due time from postmortem_schedule (Monday 11/23 is a holiday).
+    due = postmortem_schedule(shipped, "P1", RECOVERED).due_at
+    assert due == jst(2026, 11, 24, 18, 0)
+    item = add_incident(ledger, severity="P1", detected=RECOVERED - dt.timedelta(hours=2), recovered=RECOVERED,
+                        channel="incident-20261120", channel_id="C0INC1120")
+    ledger.update(item["id"], RECOVERED, postmortem_due_at=due)
+    sent = []
+    for at in hourly(RECOVERED, 24 * 5):
+        sent += [(i["stage"], at) for i in remind(at, shipped, ledger, services)["sent"]]
+    assert sent == [("reminder", jst(2026, 11, 24, 9)), ("overdue", jst(2026, 11, 24, 18))]
+    assert "作成期限: 11/24(火) 18:00（復旧から48時間後（11/22(日) 22:30）が業務時間外のため翌営業日の終業時刻）" in (
+        slack.to("C0INC1120")[0]["text"].splitlines())
