@@ -2,8 +2,9 @@
 
 `ServiceSettings.from_env()` reads the standard AWS environment and documented variables (the
 break-glass command line, when Airflow itself is down); the Airflow adapter
-(`incident_ops.hooks.services`) fills the same settings from Airflow connections. `IncidentServices`
-builds every client lazily from them, so a task pays only for what it uses.
+(`incident_ops.hooks.services`) fills the same settings from Airflow connections and hands in the
+clients the providers build (boto3 clients from `AwsBaseHook`, the Slack WebClient from `SlackHook`).
+`IncidentServices` builds every client lazily, so a task pays only for what it uses.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from incident_ops.actions.registry import AWS_SERVICES, Clients, aws_client_config
+from incident_ops.actions.registry import AWS_SERVICES, Clients, aws_client_config, aws_client_region
 from incident_ops.clients.github import GitHubClient
-from incident_ops.clients.http import HttpClient, RetryPolicy
+from incident_ops.clients.http import HttpClient
 from incident_ops.clients.pagerduty import IncidentPager
 from incident_ops.clients.sentry import SentryClient
-from incident_ops.clients.slack import IncidentSlack, make_web_client
+from incident_ops.clients.slack import IncidentSlack, make_web_client, upload_client
 from incident_ops.core.runbook import Environment
 
 __all__ = [
@@ -171,22 +172,25 @@ def record_aws_calls(client: Any, path: str) -> None:
 
 
 class IncidentServices:
-    """Lazily built clients for one environment. `aws_client` makes a boto3 client by service name."""
+    """Lazily built clients for one environment. `aws_client` makes a boto3 client by service name;
+    `slack_web_client` makes the Slack WebClient (default: `make_web_client` from the settings)."""
 
     def __init__(
         self,
         settings: ServiceSettings,
         aws_client: Callable[[str], Any] | None = None,
+        slack_web_client: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self._aws_client = aws_client or self._boto3_client
+        self._slack_web_client = slack_web_client
 
     def _boto3_client(self, name: str) -> Any:
         import boto3
 
         return boto3.session.Session().client(
             name,
-            region_name=self.settings.region,
+            region_name=aws_client_region(name, self.settings.region),
             endpoint_url=self.settings.aws_endpoint_url,
             config=aws_client_config(),
         )
@@ -210,8 +214,11 @@ class IncidentServices:
     def slack(self) -> IncidentSlack | None:
         if not self.settings.slack_token:
             return None
-        web = make_web_client(self.settings.slack_token, self.settings.slack_base_url)
-        return IncidentSlack(web, uploader=HttpClient("", policy=RetryPolicy(timeout=60.0), verify=self.settings.verify))
+        if self._slack_web_client is not None:
+            web = self._slack_web_client()
+        else:
+            web = make_web_client(self.settings.slack_token, self.settings.slack_base_url)
+        return IncidentSlack(web, uploader=upload_client(verify=self.settings.verify))
 
     @cached_property
     def pager(self) -> IncidentPager | None:

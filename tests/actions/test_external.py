@@ -13,7 +13,7 @@ PATH = "/api/v2/status.json"
 
 @pytest.fixture
 def http() -> HttpClient:
-    return HttpClient("", policy=RetryPolicy(attempts=3, backoff=0.0), sleep=lambda _: None)
+    return HttpClient("", policy=RetryPolicy(attempts=3, backoff=0.0))
 
 
 def statuspage(indicator: str, description: str) -> dict:

@@ -152,10 +152,13 @@ def test_server_errors_after_retries_raise(httpserver: HTTPServer, gh: GitHubCli
     httpserver.expect_request(RUNS).respond_with_json({"total_count": 0, "workflow_runs": []})
     httpserver.expect_request(DISPATCH, method="POST").respond_with_data("upstream broke", status=500)
 
-    with pytest.raises(ActionError, match="GitHub API error: POST .* HTTP 500 after 4 attempt"):
+    with pytest.raises(ActionError, match="GitHub API error: POST .* HTTP 500 after 4 attempt.*no run of it found"):
         github_rollback(Clients(github=gh), gparams(), check_mode=False)
+    # A 500 may come after GitHub started the run: before each new dispatch (and before giving up)
+    # the runs are looked up for 30 s (every 5 s); none appeared, so it was dispatched again.
     assert len(received(httpserver, "POST", DISPATCH)) == 4
-    assert fake_time.sleeps == [0.5, 1.0, 2.0]
+    assert [s for s in fake_time.sleeps if s] == [5.0] * 6 * 4
+    assert len(received(httpserver, "GET", RUNS)) == 1 + 7 * 4
 
 
 def test_a_failed_run_is_a_result_pointing_at_the_fallback(httpserver: HTTPServer, gh: GitHubClient) -> None:
@@ -232,7 +235,7 @@ def test_client_does_not_retry_other_client_errors(httpserver: HTTPServer, gh: G
     httpserver.expect_request(DISPATCH, method="POST").respond_with_json(
         {"message": "Unexpected inputs provided: [\"incident\"]"}, status=422)
     with pytest.raises(HttpError, match="HTTP 422 after 1 attempt"):
-        gh.dispatch_workflow("peoplebooster/peoplebooster", "rollback.yml", "main", {"incident": "x"})
+        gh.dispatch_workflow("peoplebooster/peoplebooster", "rollback.yml", "main", {"incident": "x"}, known_run_ids=[])
     assert len(httpserver.log) == 1
 
 
@@ -253,3 +256,26 @@ def test_a_204_dispatch_whose_run_never_shows_up(httpserver: HTTPServer, gh: Git
     assert not result.ok and result.changed
     assert "could not find its run" in result.message and "fall back to the ECS rollback" in result.message
     assert sum(fake_time.sleeps) == 60
+
+
+def test_a_dispatch_answered_502_after_github_started_the_run_is_adopted_not_sent_again(
+        httpserver: HTTPServer, gh: GitHubClient, clients: Clients, inventory: Inventory) -> None:
+    runs: list[dict[str, Any]] = [run(100, "completed", "success")]
+
+    def dispatch(request: Any) -> Response:
+        runs.insert(0, run(4343, "queued"))  # GitHub acted, then the gateway lost the answer
+        return Response("bad gateway", status=502)
+
+    httpserver.expect_request(RUNS).respond_with_handler(
+        lambda _: Response(json.dumps({"total_count": len(runs), "workflow_runs": runs}), content_type="application/json"))
+    httpserver.expect_request(DISPATCH, method="POST").respond_with_handler(dispatch)
+    httpserver.expect_request(f"{REPO}/actions/runs/4343").respond_with_json(run(4343, "completed", "success"))
+    clients.github = gh
+
+    result = github_rollback(clients, gparams(cluster=inventory.cluster, ecs_service="peoplebooster-backend"),
+                             check_mode=False)
+
+    assert result.ok and result.changed and result.details["run_id"] == 4343 and result.details["adopted"]
+    assert len(received(httpserver, "POST", DISPATCH)) == 1
+    tags = clients.ecs.list_tags_for_resource(resourceArn=inventory.service("backend").arn)["tags"]
+    assert {"key": GITHUB_ROLLBACK_TAG, "value": f"{INCIDENT} 4343"} in tags

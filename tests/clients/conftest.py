@@ -93,7 +93,7 @@ class FakeSlack:
         self.files: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
         self.requests: list[Received] = []
-        self.faults: dict[str, list[tuple[int, dict[str, str], Any]]] = {}
+        self.faults: dict[str, list[tuple[int, dict[str, str], Any, bool]]] = {}
         self.down = False
         self.page_size = 2  # small pages, so pagination is exercised
         self._ids = itertools.count(1)
@@ -107,10 +107,11 @@ class FakeSlack:
         return self.server.url_for("/api/")
 
     def fail(self, method: str, status: int, body: Any = None, headers: dict[str, str] | None = None,
-             times: int = 1) -> None:
-        """Answer the next `times` calls of `method` ("upload" for the upload URL) with `status` (and `body`)."""
+             times: int = 1, *, after_acting: bool = False) -> None:
+        """Answer the next `times` calls of `method` ("upload" for the upload URL) with `status` (and `body`);
+        `after_acting`: carry the call out first (the answer is lost after Slack acted)."""
         for _ in range(times):
-            self.faults.setdefault(method, []).append((status, headers or {}, body))
+            self.faults.setdefault(method, []).append((status, headers or {}, body, after_acting))
 
     def add_channel(self, name: str, purpose: str = "", creator: str = "UOTHER001", archived: bool = False) -> str:
         channel_id = f"C{next(self._ids):08d}"
@@ -147,7 +148,7 @@ class FakeSlack:
         self.requests.append(Received(request.method, request.path, params, dict(request.headers), body))
         if request.path.startswith("/upload/"):
             if self.faults.get("upload"):
-                status, headers, _ = self.faults["upload"].pop(0)
+                status, headers, _, _ = self.faults["upload"].pop(0)
                 return Response("upload fault", status=status, headers=headers)
             file_id = request.path.rsplit("/", 1)[1]
             if file_id not in self.files:
@@ -159,19 +160,24 @@ class FakeSlack:
             return Response("upstream connect error", status=500)
         queued = self.faults.get(method)
         if queued:
-            status, headers, payload = queued.pop(0)
+            status, headers, payload, after_acting = queued.pop(0)
+            if after_acting:
+                self._act(method, params)
             if payload is None:
                 return Response("fault", status=status, headers=headers)
             return _json_response(payload, status, headers)
         if request.headers.get("Authorization") != "Bearer xoxb-test":
             return _json_response({"ok": False, "error": "invalid_auth"})
+        return _json_response(self._act(method, params))
+
+    def _act(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:
-            return _json_response({"ok": False, "error": "unknown_method"})
+            return {"ok": False, "error": "unknown_method"}
         result = handler(params)
         if result.get("ok") is not False:
             result = {"ok": True, **result}
-        return _json_response(result)
+        return result
 
     def _next_ts(self) -> str:
         return f"1767600000.{next(self._ts):06d}"
@@ -344,7 +350,7 @@ class FakePagerDuty:
         self.responder_requests: list[dict[str, Any]] = []
         self.oncalls: list[dict[str, Any]] = []
         self.contact_methods: dict[str, list[dict[str, Any]]] = {}
-        self.faults: dict[str, list[tuple[int, dict[str, str], Any]]] = {}
+        self.faults: dict[str, list[tuple[int, dict[str, str], Any, bool]]] = {}
         self.down = False
         self._ids = itertools.count(1)
         server.expect_request(re.compile(r"^/.*")).respond_with_handler(self._handle)
@@ -354,12 +360,14 @@ class FakePagerDuty:
         return self.server.url_for("/").rstrip("/")
 
     def fail(self, path: str, status: int, body: Any = None, headers: dict[str, str] | None = None,
-             times: int = 1) -> None:
+             times: int = 1, *, after_acting: bool = False) -> None:
+        """Answer the next `times` requests to `path` with `status`; `after_acting`: do what was asked first
+        (the answer is lost after PagerDuty acted, as when a gateway times out)."""
         for _ in range(times):
-            self.faults.setdefault(path, []).append((status, headers or {}, body))
+            self.faults.setdefault(path, []).append((status, headers or {}, body, after_acting))
 
-    def calls(self, path: str) -> list[Received]:
-        return [r for r in self.requests if r.path == path]
+    def calls(self, path: str, method: str | None = None) -> list[Received]:
+        return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
 
     def _handle(self, request: Request) -> Response:
         params: dict[str, Any] = {key: request.args.getlist(key) for key in request.args}
@@ -370,8 +378,16 @@ class FakePagerDuty:
             return Response("bad gateway", status=502)
         queued = self.faults.get(request.path)
         if queued:
-            status, headers, payload = queued.pop(0)
+            status, headers, payload, after_acting = queued.pop(0)
+            if after_acting:
+                self._act(request, params)
             return _json_response(payload if payload is not None else {"error": "fault"}, status, headers)
+        return self._act(request, params)
+
+    def _incident_by_id(self, incident_id: str) -> dict[str, Any] | None:
+        return next((i for i in self.incidents.values() if i["id"] == incident_id), None)
+
+    def _act(self, request: Request, params: dict[str, Any]) -> Response:
         if request.path == "/v2/enqueue" and request.method == "POST":
             return self._enqueue(params.get("json") or {})
         if request.headers.get("Authorization") != "Token token=pd-api-token":
@@ -384,12 +400,26 @@ class FakePagerDuty:
             key = (params.get("incident_key") or [""])[0]
             found = [i for i in self.incidents.values() if i["incident_key"] == key]
             return _json_response({"incidents": found, "limit": 25, "offset": 0, "more": False})
+        match = re.fullmatch(r"/incidents/(\w+)", request.path)
+        if match and request.method == "GET":
+            incident = self._incident_by_id(match.group(1))
+            if incident is None:
+                return _json_response({"error": {"message": "Not Found", "code": 2100}}, 404)
+            return _json_response({"incident": {"responder_requests": [], **incident}})
         match = re.fullmatch(r"/incidents/(\w+)/responder_requests", request.path)
         if match and request.method == "POST":
+            incident = self._incident_by_id(match.group(1))
+            if incident is None:
+                return _json_response({"error": {"message": "Not Found", "code": 2100}}, 404)
             body = params.get("json") or {}
-            record = {"incident_id": match.group(1), **body}
-            self.responder_requests.append(record)
-            return _json_response({"responder_request": {"incident": {"id": match.group(1)}, **body}})
+            self.responder_requests.append({"incident_id": match.group(1), **body})
+            # As PagerDuty keeps it on the incident (GET /incidents/{id}: responder_requests).
+            recorded = {"incident": {"id": match.group(1), "type": "incident_reference"},
+                        "requester": {"id": body.get("requester_id"), "type": "user_reference"},
+                        "message": body.get("message"),
+                        "responder_request_targets": body.get("responder_request_targets") or []}
+            incident.setdefault("responder_requests", []).append(recorded)
+            return _json_response({"responder_request": recorded})
         match = re.fullmatch(r"/users/(\w+)/contact_methods", request.path)
         if match:
             return _json_response({"contact_methods": self.contact_methods.get(match.group(1), [])})

@@ -12,6 +12,7 @@ from incident_ops.clients.pagerduty import (
     configure_retries,
     pd_severity,
     prepare_event,
+    single_attempt,
 )
 from tests.clients.conftest import FakePagerDuty, SleepRecorder
 
@@ -220,16 +221,82 @@ def test_wait_for_incident_polls(fake_pd: FakePagerDuty, pager: IncidentPager) -
 
 
 def test_add_responder_posts_a_responder_request(fake_pd: FakePagerDuty, pager: IncidentPager) -> None:
-    result = pager.add_responder("Q000001", "PCTO001", "P1: 全ユーザーがアクセス不可", "PREQ001")
+    pager.trigger(INCIDENT, "summary", "P1", "peoplebooster")
+    incident_id = fake_pd.incidents[INCIDENT]["id"]
 
-    request = fake_pd.calls("/incidents/Q000001/responder_requests")[0]
-    assert request.method == "POST"
-    assert request.params["json"] == {
+    result = pager.add_responder(incident_id, "PCTO001", "P1: 全ユーザーがアクセス不可", "PREQ001")
+
+    posts = fake_pd.calls(f"/incidents/{incident_id}/responder_requests")
+    assert [r.method for r in posts] == ["POST"]
+    assert posts[0].params["json"] == {
         "requester_id": "PREQ001",
         "message": "P1: 全ユーザーがアクセス不可",
         "responder_request_targets": [{"responder_request_target": {"id": "PCTO001", "type": "user_reference"}}],
     }
-    assert result["incident"]["id"] == "Q000001"
+    assert result["incident"]["id"] == incident_id and "adopted" not in result
+    # what was there before is read first (the baseline a lost answer is compared with)
+    assert [r.method for r in fake_pd.calls(f"/incidents/{incident_id}")] == ["GET"]
+
+
+def test_responder_request_answered_500_after_pagerduty_recorded_it_is_not_sent_again(
+    fake_pd: FakePagerDuty, pager: IncidentPager, sleeps: SleepRecorder,
+) -> None:
+    """The CTO's phone call: PagerDuty records the request, then the answer is a 500. The package does not
+    retry that POST; the pager reads the incident's responder requests, finds it, and does not ask again."""
+    pager.trigger(INCIDENT, "summary", "P1", "peoplebooster")
+    incident_id = fake_pd.incidents[INCIDENT]["id"]
+    fake_pd.fail(f"/incidents/{incident_id}/responder_requests", 500, after_acting=True)
+
+    result = pager.add_responder(incident_id, "PCTO001", "P1: 全ユーザーがアクセス不可", "PREQ001")
+
+    assert len(fake_pd.calls(f"/incidents/{incident_id}/responder_requests", "POST")) == 1
+    assert len(fake_pd.responder_requests) == 1
+    assert result["adopted"] is True and result["message"] == "P1: 全ユーザーがアクセス不可"
+    assert [r.method for r in fake_pd.calls(f"/incidents/{incident_id}")] == ["GET", "GET"]  # before, after
+
+
+def test_responder_request_refused_with_503_is_sent_again_after_the_lookup(
+    fake_pd: FakePagerDuty, pager: IncidentPager, sleeps: SleepRecorder,
+) -> None:
+    """A 503 before PagerDuty did anything: the lookup finds no new request, so it is asked again, once."""
+    pager.trigger(INCIDENT, "summary", "P1", "peoplebooster")
+    incident_id = fake_pd.incidents[INCIDENT]["id"]
+    pager.add_responder(incident_id, "PCTO001", "an earlier call (the declaration)", "PREQ001")
+    fake_pd.fail(f"/incidents/{incident_id}/responder_requests", 503)
+
+    result = pager.add_responder(incident_id, "PCTO001", "escalation: not acknowledged", "PREQ001")
+
+    assert len(fake_pd.calls(f"/incidents/{incident_id}/responder_requests", "POST")) == 3  # 1 + refused + again
+    assert [r["message"] for r in fake_pd.responder_requests] == [
+        "an earlier call (the declaration)", "escalation: not acknowledged"]
+    assert "adopted" not in result
+
+
+def test_responder_request_gives_up_after_the_attempts(fake_pd: FakePagerDuty, pager: IncidentPager) -> None:
+    pager.trigger(INCIDENT, "summary", "P1", "peoplebooster")
+    incident_id = fake_pd.incidents[INCIDENT]["id"]
+    fake_pd.fail(f"/incidents/{incident_id}/responder_requests", 502, times=10)
+
+    with pytest.raises(PagerDutyError, match=r"responder request for PCTO001 .* failed \(HTTP 502\)"):
+        pager.add_responder(incident_id, "PCTO001", "m", "PREQ001")
+    assert len(fake_pd.calls(f"/incidents/{incident_id}/responder_requests", "POST")) == 4  # 1 + retry_attempts
+    assert fake_pd.responder_requests == []
+
+
+def test_responder_request_of_an_unknown_incident_is_one_clear_error(fake_pd: FakePagerDuty, pager: IncidentPager) -> None:
+    with pytest.raises(PagerDutyError, match=r"GET /incidents/QNOPE failed \(HTTP 404\)"):
+        pager.add_responder("QNOPE", "PCTO001", "m", "PREQ001")
+    assert fake_pd.calls("/incidents/QNOPE/responder_requests") == []
+
+
+def test_single_attempt_keeps_only_the_429_retry() -> None:
+    import pagerduty
+
+    rest = configure_retries(pagerduty.RestApiV2Client("tok"), attempts=3)
+    once = single_attempt(rest, 3)
+    assert once.retry == {429: 3} and once.max_network_attempts == 0
+    assert rest.retry[500] == 3 and rest.max_network_attempts == 3  # the reads keep theirs
+    assert once.headers is rest.headers and once.event_hooks == rest.event_hooks
 
 
 def test_push_contact_methods(fake_pd: FakePagerDuty, pager: IncidentPager) -> None:

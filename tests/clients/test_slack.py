@@ -6,15 +6,17 @@ import json
 
 import pytest
 
-from incident_ops.clients.http import HttpClient, RetryPolicy
+from incident_ops.clients.http import RetryPolicy
 from incident_ops.clients.slack import (
+    NON_IDEMPOTENT_METHODS,
     IncidentSlack,
     SlackError,
-    attach_retry_handlers,
     channel_candidates,
     make_web_client,
     message_key,
     purpose_names_incident,
+    retry_handlers,
+    upload_client,
 )
 from tests.clients.conftest import FakeSlack, SleepRecorder
 
@@ -24,7 +26,7 @@ INCIDENT = "INC-20260105-001"
 @pytest.fixture
 def slack(fake_slack: FakeSlack) -> IncidentSlack:
     client = make_web_client("xoxb-test", base_url=fake_slack.base_url, backoff_factor=0.01)
-    return IncidentSlack(client, uploader=HttpClient("", policy=RetryPolicy(backoff=0.0)))
+    return IncidentSlack(client, uploader=upload_client())
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
@@ -54,15 +56,46 @@ def test_message_key_reads_metadata_and_caption_block() -> None:
     assert message_key({"text": "plain"}) is None
 
 
-def test_attach_retry_handlers_adds_only_missing_kinds() -> None:
-    from slack_sdk import WebClient
+def test_retry_handlers_leave_the_non_idempotent_methods_to_the_client() -> None:
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+        ServerErrorRetryHandler,
+    )
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
 
-    client = WebClient(token="x")  # has a ConnectionErrorRetryHandler by default
-    attach_retry_handlers(client)
-    kinds = sorted(type(handler).__name__ for handler in client.retry_handlers)
-    assert kinds == ["ConnectionErrorRetryHandler", "RateLimitErrorRetryHandler", "_ServerErrorRetryHandler"]
-    attach_retry_handlers(client)
-    assert len(client.retry_handlers) == 3
+    rate, server, connection = retry_handlers(max_retries=3)
+    assert isinstance(rate, RateLimitErrorRetryHandler) and isinstance(server, ServerErrorRetryHandler)
+    assert isinstance(connection, ConnectionErrorRetryHandler)
+
+    def request(method: str) -> HttpRequest:
+        return HttpRequest(method="POST", url=f"https://slack.com/api/{method}", headers={})
+
+    def answer(status: int) -> HttpResponse:
+        return HttpResponse(status_code=status, headers={}, body={})
+
+    assert NON_IDEMPOTENT_METHODS == {"chat.postMessage", "files.completeUploadExternal"}
+    for method in ("conversations.history", "chat.update", "conversations.create"):
+        assert server.can_retry(state=RetryState(), request=request(method), response=answer(502))
+        assert connection.can_retry(state=RetryState(), request=request(method), error=ConnectionResetError())
+    for method in NON_IDEMPOTENT_METHODS:
+        assert rate.can_retry(state=RetryState(), request=request(method), response=answer(429))  # refused
+        assert not server.can_retry(state=RetryState(), request=request(method), response=answer(500))
+        assert not connection.can_retry(state=RetryState(), request=request(method), error=ConnectionResetError())
+
+
+def test_make_web_client_is_the_hook_construction() -> None:
+    client = make_web_client("xoxb-test", "http://127.0.0.1:1/api", max_retries=2)
+    assert client.base_url == "http://127.0.0.1:1/api/" and client.timeout == 30
+    assert [type(h).__name__ for h in client.retry_handlers] == [
+        "RateLimitErrorRetryHandler", "_ServerErrorRetryHandler", "_ConnectionErrorRetryHandler"]
+    assert all(h.max_retry_count == 2 for h in client.retry_handlers)
+
+
+def test_upload_client_retries_its_post() -> None:
+    assert "POST" in upload_client().policy.methods and "POST" not in RetryPolicy().methods
 
 
 # -- channel ----------------------------------------------------------------------------------------
@@ -171,6 +204,19 @@ def test_post_500_then_success(fake_slack: FakeSlack, slack: IncidentSlack) -> N
     assert result["posted"] is True
     assert len(fake_slack.calls("chat.postMessage")) == 2
     assert len(fake_slack.all_messages(channel)) == 1
+    assert len(fake_slack.calls("conversations.history")) == 2  # before posting, and before posting again
+
+
+def test_post_answered_500_after_slack_stored_it_is_not_posted_again(fake_slack: FakeSlack,
+                                                                    slack: IncidentSlack) -> None:
+    channel = fake_slack.add_channel("incident-20260105")
+    fake_slack.fail("chat.postMessage", 500, after_acting=True)  # stored, then the answer was lost
+
+    result = slack.post(channel, "declaration", idempotency_key=f"{INCIDENT}:declaration")
+
+    assert result["posted"] is True and result["ts"] == fake_slack.all_messages(channel)[0]["ts"]
+    assert len(fake_slack.calls("chat.postMessage")) == 1
+    assert [m["text"] for m in fake_slack.all_messages(channel)] == ["declaration"]
 
 
 def test_post_retried_after_lost_answer_is_not_posted_twice(fake_slack: FakeSlack, slack: IncidentSlack) -> None:

@@ -56,3 +56,27 @@ def test_connections_fill_every_service(monkeypatch, environment, tmp_path) -> N
     assert settings.action_overrides() == {"external_status_check": {"url": "http://127.0.0.1:5/status"}}
     assert settings.smtp is not None and settings.smtp.port == 2525 and settings.smtp.sender == "ops@x"
     assert settings.verify == str(ca)  # the private CA of a connection applies to the HTTPS clients
+
+
+def test_slack_web_client_comes_from_the_slack_provider_hook(monkeypatch, environment) -> None:
+    conn(monkeypatch, "slack_api_default", conn_type="slack", password="xoxb-1",
+         extra={"base_url": "http://127.0.0.1:1/slack/api/", "timeout": 12})
+    monkeypatch.delenv("INCIDENT_OPS_CA_BUNDLE", raising=False)
+    from airflow.providers.slack.hooks.slack import SlackHook
+
+    built: list[SlackHook] = []
+    original = SlackHook.__init__
+
+    def record(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(SlackHook, "__init__", record)
+
+    client = IncidentServicesHook(environment).services.slack.client
+
+    assert [hook.slack_conn_id for hook in built] == ["slack_api_default"]
+    assert client.token == "xoxb-1" and client.base_url == "http://127.0.0.1:1/slack/api/" and client.timeout == 12
+    # the same handlers as the command line's make_web_client
+    assert [type(h).__name__ for h in client.retry_handlers] == [
+        "RateLimitErrorRetryHandler", "_ServerErrorRetryHandler", "_ConnectionErrorRetryHandler"]

@@ -53,19 +53,6 @@ def _find_existing(gh: GitHubClient, params: dict[str, Any], incident_id: str, t
     return None, None
 
 
-def _new_run(gh: GitHubClient, repository: str, workflow: str, known: set[int], since: Any,
-             wait: float, poll: float) -> int | None:
-    """After a 204 dispatch: the newest workflow_dispatch run that was not there before."""
-    deadline = gh.clock() + wait
-    while True:
-        for run in gh.list_workflow_runs(repository, workflow, created_since=since):
-            if int(run["id"]) not in known:
-                return int(run["id"])
-        if gh.clock() >= deadline:
-            return None
-        gh.sleep(poll)
-
-
 def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = False) -> Result:
     """Dispatch `rollback.yml` (inputs environment/service/version) and follow the run.
 
@@ -77,7 +64,9 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
     `existing_run_id`, the ECS service tag `incident-ops:github-rollback` = "<incident_id> <run id>"
     (written right after the dispatch), or a run since `since` whose title contains the incident id —
     and followed instead of dispatching again (changed=False; `details["done_earlier"]` when the run
-    was found by the incident's own record, the tag or the title, and succeeded).
+    was found by the incident's own record, the tag or the title, and succeeded). A dispatch whose
+    answer is lost (timeout, 5xx) is not sent again blind: the run it started is looked for and
+    adopted (`details["adopted"]`); see `GitHubClient.dispatch_workflow`.
     """
     action = "github_rollback"
     gh = getattr(clients, "github", None)
@@ -121,12 +110,17 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
             if not since:
                 runs = gh.list_workflow_runs(repository, workflow)
             known = {int(r["id"]) for r in runs}
-            answer = gh.dispatch_workflow(repository, workflow, ref, inputs)
+            # A dispatch whose answer is lost is not sent again blind: the client adopts the run it started.
+            answer = gh.dispatch_workflow(repository, workflow, ref, inputs, known_run_ids=known, created_since=since,
+                                          adopt_wait=min(timeout, 30.0), adopt_poll=min(poll, 5.0))
             dispatched = True
             if answer and answer.get("workflow_run_id"):
                 run_id = int(answer["workflow_run_id"])
-            else:
-                run_id = _new_run(gh, repository, workflow, known, since, min(timeout, 120.0), min(poll, 5.0))
+                if answer.get("adopted"):
+                    details["adopted"] = True
+            else:  # 204: GitHub started a run without naming it
+                run_id = gh.find_new_run(repository, workflow, known, since, wait=min(timeout, 120.0),
+                                         poll=min(poll, 5.0))
             if run_id is None:
                 return Result(True, None, None, f"dispatched {workflow} but could not find its run; {FALLBACK}",
                               details, check_mode, ok=False)

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import requests
 
-from incident_ops.clients.http import HttpClient, HttpError, RetryPolicy
+from incident_ops.clients.http import HttpClient, HttpError
 from incident_ops.core.runbook import FunctionalCheck
 
 __all__ = [
@@ -113,8 +113,8 @@ def check_health(
 ) -> HealthResult:
     """GET the health endpoint once (no retries: the caller counts consecutive results)."""
     if isinstance(http_or_session, HttpClient):
-        session, verify, full_url = http_or_session.session, http_or_session.verify, http_or_session.url(url)
-        headers = dict(http_or_session.headers)
+        once = http_or_session.once()  # its Session has no retries
+        session, verify, full_url, headers = once.session, once.verify, once.url(url), dict(once.headers)
     else:
         session, verify, full_url, headers = http_or_session, True, url, {}
     started = time.perf_counter()
@@ -175,13 +175,7 @@ def run_functional_checks(
         name = (check.json_body or {}).get("password_secret")
         if name is not None and name not in secrets:
             raise ValueError(f"functional check {check.id!r} needs the secret {name!r}, which is not configured")
-    once = HttpClient(
-        http.base_url,
-        headers=http.headers,
-        policy=RetryPolicy(attempts=1, timeout=http.policy.timeout),
-        verify=http.verify,
-        session=http.session,
-    )
+    once = http.once()
     captured: dict[str, str] = {}
     results: list[CheckResult] = []
     for check in checks:

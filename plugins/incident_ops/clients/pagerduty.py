@@ -9,10 +9,17 @@ Retries: the package retries by itself, per status, with exponential backoff
 Events API. `configure_retries` bounds it (429 and 5xx, `attempts` each, both APIs). The package does
 not read Retry-After, so `configure_retries` also installs httpx event hooks that make the next
 request wait until the Retry-After of the previous answer has passed.
+
+That is right for the Events API (the dedup key makes a repeat the same alert) and for REST reads,
+not for the one REST write that acts: a responder request places a phone call. `add_responder`
+sends it through `single_attempt(rest)` (the package retries only a 429 — refused — there) and,
+after a 5xx, a timeout or a dropped connection, reads the incident's responder requests
+(`GET /incidents/{id}`) and sends again only when the lost one is not there.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import ssl
@@ -23,6 +30,7 @@ from typing import Any
 
 import httpx2
 import pagerduty
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from incident_ops.clients.http import retry_after_seconds
 
@@ -35,6 +43,7 @@ __all__ = [
     "configure_retries",
     "pd_severity",
     "prepare_event",
+    "single_attempt",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,6 +190,30 @@ def configure_retries(
     return client
 
 
+def single_attempt(client: pagerduty.ApiClient, rate_limit_attempts: int = 4) -> pagerduty.ApiClient:
+    """A view of `client` that sends each request once: for a write that must not be repeated blind.
+
+    A shallow copy (same connection pool, auth and event hooks) whose package retries are off for 5xx
+    and network errors — the request may have acted — and kept for 429 (refused, nothing was done).
+    """
+    once = copy.copy(client)
+    once.retry = {429: rate_limit_attempts}
+    once.max_network_attempts = 0
+    return once
+
+
+def _may_have_acted(exc: BaseException) -> bool:
+    """A 5xx, a timeout or a dropped connection (the package's Error over an httpx TransportError)."""
+    if isinstance(exc, pagerduty.HttpError):
+        return exc.response is not None and exc.response.status_code >= 500
+    return isinstance(exc, pagerduty.Error) and isinstance(exc.__cause__, httpx2.TransportError)
+
+
+def _targets(request: Mapping[str, Any]) -> list[str]:
+    return [str((item.get("responder_request_target") or item).get("id"))
+            for item in request.get("responder_request_targets") or []]
+
+
 def _verify(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
     # httpx2 deprecates verify=<path>; a CA bundle path becomes an SSL context.
     if isinstance(verify, str):
@@ -217,7 +250,8 @@ class IncidentPager:
         """Build the package clients from URLs and credentials, or wrap already-built ones.
 
         `verify` is True, False, a CA bundle path or an SSL context. Clients passed in are used as they
-        are, except that their retries are bounded with `configure_retries`.
+        are, except that their retries are bounded with `configure_retries`. `retry_attempts`,
+        `backoff` and `sleep` also pace `add_responder`'s own attempts.
         """
         try:
             if events_client is None and routing_key:
@@ -235,6 +269,10 @@ class IncidentPager:
                 configure_retries(client, attempts=retry_attempts, backoff=backoff, sleep=sleep)
         self.events = events_client
         self.rest = rest_client
+        self.rest_once = single_attempt(rest_client, retry_attempts) if rest_client is not None else None
+        self.retry_attempts = retry_attempts
+        self.backoff = backoff
+        self.sleep = sleep
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -354,11 +392,21 @@ class IncidentPager:
                 sleep(interval)
         raise PagerDutyError(f"GET /incidents for {dedup_key}", f"no incident after {attempts} look-ups")
 
+    def responder_requests(self, incident_id: str, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The incident's responder requests (`GET /incidents/{id}`), those naming `user_id` when given."""
+        incident = self._guard(f"GET /incidents/{incident_id}", lambda: self._rest().rget(f"/incidents/{incident_id}"))
+        requests = list((incident or {}).get("responder_requests") or [])
+        return [r for r in requests if user_id is None or user_id in _targets(r)]
+
     def add_responder(self, incident_id: str, user_id: str, message: str, requester_id: str) -> dict[str, Any]:
-        """Ask a user to respond (POST /incidents/{id}/responder_requests).
+        """Ask a user to respond (POST /incidents/{id}/responder_requests) — one phone call, not two.
 
         PagerDuty notifies responders with their high-urgency notification rules (a phone call when the
-        user has one), which is how the runbook's 電話 escalation is placed.
+        user has one), which is how the runbook's 電話 escalation is placed. The POST is sent once per
+        attempt; after a 5xx, a timeout or a dropped connection the incident's responder requests for
+        the user are read, and a request that was not there before is taken as the lost one's
+        (returned with "adopted": True) instead of asking again. Up to `retry_attempts` more
+        attempts, `backoff` apart (doubling).
         """
         body = {
             "requester_id": requester_id,
@@ -367,10 +415,39 @@ class IncidentPager:
                 {"responder_request_target": {"id": user_id, "type": "user_reference"}},
             ],
         }
-        return self._guard(
-            f"responder request for {user_id} on {incident_id}",
-            lambda: self._rest().rpost(f"/incidents/{incident_id}/responder_requests", json=body),
+        what = f"responder request for {user_id} on {incident_id}"
+        once = self.rest_once or single_attempt(self._rest(), self.retry_attempts)
+        before = len(self.responder_requests(incident_id, user_id))
+
+        def adopt() -> dict[str, Any] | None:
+            found = self.responder_requests(incident_id, user_id)
+            if len(found) <= before:
+                return None
+            log.warning("the %s lost its answer but PagerDuty recorded it: not asking again", what)
+            return {**found[-1], "adopted": True}
+
+        retrying = Retrying(
+            retry=retry_if_exception(_may_have_acted),
+            wait=wait_exponential(multiplier=self.backoff, max=60),
+            stop=stop_after_attempt(self.retry_attempts + 1),
+            sleep=self.sleep,
+            reraise=True,
         )
+
+        def send() -> dict[str, Any]:
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        if attempt.retry_state.attempt_number > 1 and (adopted := adopt()) is not None:
+                            return adopted
+                        return once.rpost(f"/incidents/{incident_id}/responder_requests", json=body)
+            except (pagerduty.Error, httpx2.HTTPError) as exc:
+                if _may_have_acted(exc) and (adopted := adopt()) is not None:  # the last one may have landed
+                    return adopted
+                raise
+            raise AssertionError("unreachable")
+
+        return self._guard(what, send)
 
     def push_contact_methods(self, user_id: str) -> list[dict[str, Any]]:
         """The user's push-notification contact methods (the PagerDuty app that receives alerts)."""

@@ -1,16 +1,23 @@
 """Slack for an incident: its channel, idempotent messages, charts, and the people in it.
 
-`IncidentSlack` wraps an already-built `slack_sdk.WebClient` (what Airflow's `SlackHook.client`
-returns, or `make_web_client`). Retries (429 honouring Retry-After, 5xx, connection errors) are the
-WebClient's retry handlers; `make_web_client` / `attach_retry_handlers` install them.
+`IncidentSlack` wraps an already-built `slack_sdk.WebClient`: in Airflow the one the Slack provider's
+`SlackHook` builds from the connection `slack_api_default`, outside it (the break-glass command line)
+`make_web_client`. Both get the same `web_client_options`: slack_sdk's retry handlers —
+`RateLimitErrorRetryHandler` (429, sleeps Retry-After) for every method (a rate-limited call was not
+carried out), `ServerErrorRetryHandler` (500/502/503/504) and `ConnectionErrorRetryHandler` for every
+method except the two that add something each time they are carried out (`NON_IDEMPOTENT_METHODS`:
+chat.postMessage, files.completeUploadExternal). Those are retried by `IncidentSlack` itself, and
+only after looking for what the lost call would have left (below), with the budget of the client's
+server-error handler.
 
-Idempotency, so a retried task never posts twice:
+Idempotency, so a retried call or task never posts twice:
 
 - the incident channel carries the incident id in its purpose; on `name_taken` the existing channel
   is reused only when its purpose (or topic) names this incident, otherwise `name-2`, `name-3`, ...;
 - every message carries Slack message metadata `{"event_type": "incident_ops", "event_payload":
-  {"key": <idempotency key>}}`; before posting, the recent history (or the thread) is searched for a
-  message with that key and that message is returned instead;
+  {"key": <idempotency key>}}`; before posting — and before posting again after a 5xx or a lost
+  connection — the recent history (or the thread) is searched for a message with that key and that
+  message is returned instead;
 - a chart upload carries the key as the `block_id` of its caption block, found the same way.
 """
 
@@ -19,7 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +43,23 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.request import HttpRequest as RetryHttpRequest
 from slack_sdk.http_retry.response import HttpResponse as RetryHttpResponse
 from slack_sdk.http_retry.state import RetryState
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-from incident_ops.clients.http import HttpClient, HttpError, RetryPolicy
+from incident_ops.clients.http import IDEMPOTENT_METHODS, HttpClient, HttpError, RetryPolicy
 
 __all__ = [
     "DEFAULT_SLACK_BASE_URL",
     "METADATA_EVENT_TYPE",
+    "NON_IDEMPOTENT_METHODS",
     "IncidentSlack",
     "SlackError",
-    "attach_retry_handlers",
     "channel_candidates",
     "make_web_client",
     "message_key",
     "purpose_names_incident",
     "retry_handlers",
+    "upload_client",
+    "web_client_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +70,8 @@ _CHANNEL_NAME_MAX = 80
 _BLOCK_ID_MAX = 255
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{6,}")
+# Web API methods that add something each time they are carried out: never retried blind.
+NON_IDEMPOTENT_METHODS = frozenset({"chat.postMessage", "files.completeUploadExternal"})
 
 
 class SlackError(RuntimeError):
@@ -73,8 +86,12 @@ class SlackError(RuntimeError):
         super().__init__(f"Slack {method} failed{where}: {error}{extra}")
 
 
+def _api_method(request: RetryHttpRequest) -> str:
+    return request.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 class _ServerErrorRetryHandler(ServerErrorRetryHandler):
-    """slack_sdk's server-error handler covers 500/503; gateways also answer 502/504."""
+    """slack_sdk's server-error handler (500/503), also for 502/504; not for NON_IDEMPOTENT_METHODS."""
 
     def _can_retry(
         self,
@@ -84,7 +101,23 @@ class _ServerErrorRetryHandler(ServerErrorRetryHandler):
         response: RetryHttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        return response is not None and response.status_code in (500, 502, 503, 504)
+        return (response is not None and response.status_code in (500, 502, 503, 504)
+                and _api_method(request) not in NON_IDEMPOTENT_METHODS)
+
+
+class _ConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
+    """slack_sdk's connection-error handler; not for NON_IDEMPOTENT_METHODS (a reset may follow the post)."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: RetryHttpRequest,
+        response: RetryHttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return (_api_method(request) not in NON_IDEMPOTENT_METHODS
+                and super()._can_retry(state=state, request=request, response=response, error=error))
 
 
 def retry_handlers(max_retries: int = 5, backoff_factor: float = 0.5) -> list[RetryHandler]:
@@ -93,26 +126,13 @@ def retry_handlers(max_retries: int = 5, backoff_factor: float = 0.5) -> list[Re
     return [
         RateLimitErrorRetryHandler(max_retry_count=max_retries),
         _ServerErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
-        ConnectionErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
+        _ConnectionErrorRetryHandler(max_retry_count=max_retries, interval_calculator=interval),
     ]
 
 
-def attach_retry_handlers(client: WebClient, max_retries: int = 5, backoff_factor: float = 0.5) -> WebClient:
-    """Add the handlers a client lacks (by kind) to an already-built WebClient; returns the client."""
-    kinds = {
-        RateLimitErrorRetryHandler: "rate_limit",
-        ServerErrorRetryHandler: "server",
-        ConnectionErrorRetryHandler: "connection",
-    }
-
-    def kind(handler: RetryHandler) -> str | None:
-        return next((name for cls, name in kinds.items() if isinstance(handler, cls)), None)
-
-    present = {kind(handler) for handler in client.retry_handlers}
-    for handler in retry_handlers(max_retries, backoff_factor):
-        if kind(handler) not in present:
-            client.retry_handlers.append(handler)
-    return client
+def web_client_options(max_retries: int = 5, backoff_factor: float = 0.5) -> dict[str, Any]:
+    """The WebClient arguments both constructions share (`make_web_client`, and `SlackHook(**options)`)."""
+    return {"retry_handlers": retry_handlers(max_retries, backoff_factor)}
 
 
 def make_web_client(
@@ -123,15 +143,33 @@ def make_web_client(
     max_retries: int = 5,
     backoff_factor: float = 0.5,
 ) -> WebClient:
-    """A WebClient for `base_url` (a local fake in tests) with the retry handlers attached."""
+    """A WebClient for `base_url` (a local fake in tests) as SlackHook would build it, outside Airflow."""
     if not base_url.endswith("/"):
         base_url += "/"
-    return WebClient(
-        token=token,
-        base_url=base_url,
-        timeout=timeout,
-        retry_handlers=retry_handlers(max_retries, backoff_factor),
-    )
+    return WebClient(token=token, base_url=base_url, timeout=timeout,
+                     **web_client_options(max_retries, backoff_factor))
+
+
+def upload_client(verify: bool | str = True, timeout: float = 60.0) -> HttpClient:
+    """The client that POSTs a file's bytes to the upload URL Slack hands out (not a Web API method).
+
+    That POST is retried (urllib3, like a PUT): it fills the one file Slack reserved, and sending the
+    bytes again replaces them; nothing is shared before files.completeUploadExternal.
+    """
+    return HttpClient("", policy=RetryPolicy(timeout=timeout, methods=IDEMPOTENT_METHODS | {"POST"}), verify=verify)
+
+
+def _write_budget(client: WebClient) -> tuple[int, Callable[[int], float]]:
+    """(retries, pause before retry n) of the client's server-error handler, for the writes retried here."""
+    for handler in client.retry_handlers or []:
+        if isinstance(handler, ServerErrorRetryHandler):
+            return handler.max_retry_count, handler.interval_calculator.calculate_sleep_duration
+    return 0, lambda _: 0.0
+
+
+def _may_have_acted(exc: BaseException) -> bool:
+    """A 5xx or a lost connection: the call may have been carried out. (A Slack error code was not.)"""
+    return isinstance(exc, SlackError) and (exc.status is None or exc.status >= 500)
 
 
 def channel_candidates(name: str, limit: int = 20) -> Iterator[str]:
@@ -189,8 +227,7 @@ class IncidentSlack:
         max_channel_suffix: int = 20,
     ) -> None:
         self.client = web_client
-        # POSTs the file bytes to the upload URL Slack hands out (not a Web API method).
-        self.uploader = uploader or HttpClient("", policy=RetryPolicy(timeout=60.0))
+        self.uploader = uploader or upload_client()
         self.history_limit = history_limit
         self.max_channel_suffix = max_channel_suffix
         self._bot_user_id: str | None = None
@@ -209,6 +246,36 @@ class IncidentSlack:
         except (SlackClientError, OSError) as exc:
             raise SlackError(method, type(exc).__name__, None, str(exc)) from exc
         return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def _write_once(self, method: str, kwargs: dict[str, Any],
+                    landed: Callable[[], dict[str, Any] | None]) -> tuple[dict[str, Any], bool]:
+        """Call a NON_IDEMPOTENT_METHODS method; after a 5xx or a lost connection, `landed()` looks for what
+        the call would have left before calling again. Returns (the answer, False) or (what was found, True)."""
+        retries, pause = _write_budget(self.client)
+        retrying = Retrying(
+            retry=retry_if_exception(_may_have_acted),
+            wait=lambda state: pause(state.attempt_number - 1),
+            stop=stop_after_attempt(retries + 1),
+            sleep=time.sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1 and (found := landed()) is not None:
+                        return found, True
+                    return self._call(method, **kwargs), False
+        except SlackError as exc:
+            if not _may_have_acted(exc):
+                raise
+            try:
+                found = landed()  # the last call may have been carried out too
+            except SlackError:
+                found = None
+            if found is None:
+                raise
+            return found, True
+        raise AssertionError("unreachable")
 
     def _pages(self, method: str, item_key: str, max_items: int | None = None, **kwargs: Any) -> Iterator[dict]:
         cursor: str | None = None
@@ -357,17 +424,11 @@ class IncidentSlack:
             kwargs["thread_ts"] = thread_ts
         if blocks:
             kwargs["blocks"] = list(blocks)
-        try:
-            data = self._call("chat.postMessage", **kwargs)
-        except SlackError:
-            # The answer was lost but the message may have landed: look before giving up.
-            try:
-                existing = self.find_message(channel, idempotency_key, thread_ts)
-            except SlackError:
-                existing = None
-            if existing is None:
-                raise
-            return {"ts": existing.get("ts"), "channel": channel, "posted": True}
+        # An answer lost to a 5xx or a dropped connection: the message may have landed; look before posting again.
+        data, landed = self._write_once("chat.postMessage", kwargs,
+                                        lambda: self.find_message(channel, idempotency_key, thread_ts))
+        if landed:
+            return {"ts": data.get("ts"), "channel": channel, "posted": True}
         return {"ts": data.get("ts"), "channel": data.get("channel", channel), "posted": True}
 
     def reply(self, channel: str, thread_ts: str, text: str, idempotency_key: str) -> dict[str, Any]:
@@ -418,13 +479,14 @@ class IncidentSlack:
             "block_id": _block_id(idempotency_key),
             "elements": [{"type": "mrkdwn", "text": title}],
         }]
-        done = self._call(
+        done, landed = self._write_once(
             "files.completeUploadExternal",
-            files=[{"id": file_id, "title": title}],
-            channel_id=channel,
-            thread_ts=thread_ts,
-            blocks=json.dumps(caption, ensure_ascii=False),
+            {"files": [{"id": file_id, "title": title}], "channel_id": channel, "thread_ts": thread_ts,
+             "blocks": json.dumps(caption, ensure_ascii=False)},
+            lambda: self.find_message(channel, idempotency_key, thread_ts),
         )
+        if landed:
+            return {"file_id": file_id, "ts": done.get("ts"), "channel": channel, "posted": True}
         ts = None
         for file in done.get("files") or []:
             shares = file.get("shares") or {}

@@ -3,7 +3,7 @@
 | connection id | type | what it holds |
 |---|---|---|
 | `aws_default` | aws | credentials; extra `endpoint_url` for a stand-in (the amazon provider's own handling) |
-| `slack_api_default` | slack | bot token (password); extra `base_url` |
+| `slack_api_default` | slack | bot token (password); extra `base_url`, `timeout` (read by the Slack provider's `SlackHook`) |
 | `pagerduty_default` | pagerduty/generic | REST API token (password); extra `routing_key`, `events_url`, `rest_url`, `from_email` |
 | `github_default` | github/http | token (password); host = API base URL |
 | `sentry_default` | http | auth token (password); host = base URL |
@@ -121,16 +121,25 @@ class IncidentServicesHook(BaseHook):
     def services(self) -> IncidentServices:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        from incident_ops.actions.registry import aws_client_config
+        from incident_ops.actions.registry import aws_client_config, aws_client_region
 
         def aws_client(name: str) -> Any:
             hook = AwsBaseHook(
-                aws_conn_id=self.connection_ids["aws"], client_type=name, region_name=self.environment.region,
+                aws_conn_id=self.connection_ids["aws"], client_type=name,
+                region_name=aws_client_region(name, self.environment.region),
                 config=aws_client_config(),
             )
             return hook.get_conn()
 
-        return IncidentServices(self.settings(), aws_client=aws_client)
+        def slack_web_client() -> Any:
+            # The provider's hook builds the WebClient from the connection, with our retry handlers.
+            from airflow.providers.slack.hooks.slack import SlackHook
+
+            from incident_ops.clients.slack import web_client_options
+
+            return SlackHook(slack_conn_id=self.connection_ids["slack"], **web_client_options()).client
+
+        return IncidentServices(self.settings(), aws_client=aws_client, slack_web_client=slack_web_client)
 
     def get_conn(self) -> IncidentServices:
         return self.services
