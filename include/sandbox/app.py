@@ -39,6 +39,8 @@ HEADERS_OF_INTEREST = (
 
 def service_of(path: str) -> str | None:
     first = path.lstrip("/").split("/", 1)[0]
+    if first.startswith("SimpleNotificationService-"):  # the SNS signing certificate, at SNS's own path shape
+        return "sns"
     return PREFIXES.get(first)
 
 

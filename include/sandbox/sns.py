@@ -1,14 +1,16 @@
 """The sandbox as Amazon SNS: it signs and delivers CloudWatch alarm notifications like SNS does.
 
 A signing key and certificate (RSA, issued by a trustme CA, CN sns.amazonaws.com) live in the state
-directory; the certificate is served at `GET /sns/SimpleNotificationService-sandbox.pem` (use the
-HTTPS port: the webhook fetches it only over https, from a host it was explicitly told to allow).
+directory; the certificate is served at `GET /SimpleNotificationService-<32 hex>.pem` (`CERT_PATH`,
+SNS's own path shape, the only one the webhook fetches; use the HTTPS port: the webhook fetches it
+only over https, from a host it was explicitly told to allow).
 
 POST /_sandbox/sns/publish    {"endpoint": webhook URL, "alarm": {"AlarmName": ..., ...},
                                "topic_arn"?, "subject"?, "count"?: n (a burst), "same_message"?: bool
                                (n redeliveries of ONE MessageId), "concurrency"?: 16,
                                "signature_version"?: "2"|"1", "tamper"?: bool (change the Message
-                               after signing: a forged delivery), "cert_url"?: override}
+                               after signing: a forged delivery), "cert_url"?: override,
+                               "timeout"?: 30 (seconds each delivery waits for its answer)}
       The alarm is completed from the CloudWatch alarm in moto (description, ARN, state reason,
       trigger) and overlaid with what was given (NewStateValue defaults to ALARM); each delivery is the real envelope (Type
       Notification, MessageId, TopicArn, Subject, Message = the alarm JSON as a string, Timestamp,
@@ -46,7 +48,8 @@ from starlette.concurrency import run_in_threadpool
 
 __all__ = ["CERT_PATH", "SnsSandbox", "register", "router"]
 
-CERT_PATH = "/sns/SimpleNotificationService-sandbox.pem"
+# SNS's path shape (/SimpleNotificationService-<32 hex digits>.pem); the digits are the sandbox's own.
+CERT_PATH = "/SimpleNotificationService-5a4db0c5a4db0c5a4db0c5a4db0c5a4d.pem"
 MAX_BURST = 20000
 REGION_NAMES = {
     "ap-northeast-1": "Asia Pacific (Tokyo)",

@@ -18,7 +18,9 @@ from incident_ops.core.ledger import (
     LEDGER_URL_ENV,
     IncidentNotFound,
     Ledger,
+    deliveries_table,
     incidents_table,
+    metadata,
     new_incident_id,
     resolve_url,
 )
@@ -423,3 +425,77 @@ def test_new_incident_id_uses_the_jst_date() -> None:
     assert new_incident_id(dt.datetime(2026, 11, 27, 15, 0, tzinfo=UTC)).startswith("INC-20261128-")
     with pytest.raises(ValueError):
         new_incident_id(dt.datetime(2026, 11, 28))
+
+
+# --- webhook deliveries (replay protection) -------------------------------------------------------
+
+
+@pytest.fixture
+def deliveries(ledger: Ledger) -> Ledger:
+    """The ledger with no remembered delivery (a PostgreSQL test database is shared by the session)."""
+    with ledger.engine.begin() as conn:
+        conn.execute(deliveries_table.delete())
+    return ledger
+
+
+def count_deliveries(ledger: Ledger) -> int:
+    with ledger.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(deliveries_table)).scalar_one()
+
+
+def test_the_deliveries_table_is_created_with_the_others(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    assert "webhook_deliveries" in metadata.tables  # the schema's definition (and its migrations') source
+    with ledger.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        assert "webhook_deliveries" in inspector.get_table_names()
+        assert {c["name"] for c in inspector.get_columns("webhook_deliveries")} == {
+            "key", "seen_at", "expires_at", "incident_id", "status"}
+
+
+def test_a_delivery_is_remembered_once_until_its_window_ends(deliveries: Ledger) -> None:
+    ledger = deliveries
+    assert ledger.delivery("sns:m-1", T0) is None
+    assert ledger.remember_delivery("sns:m-1", T0, minutes(60), status="ignored") is True
+    assert ledger.remember_delivery("sns:m-1", minutes(1), minutes(61), incident_id="INC-x") is False  # first wins
+    seen = ledger.delivery("sns:m-1", minutes(59))
+    assert seen is not None
+    assert (seen["seen_at"], seen["expires_at"], seen["incident_id"], seen["status"], seen["incident_status"]) == (
+        T0, minutes(60), None, "ignored", None)
+    assert ledger.delivery("sns:m-1", minutes(60)) is None  # the window has ended
+    assert ledger.remember_delivery("sns:m-1", minutes(61), minutes(121)) is True  # the expired row is replaced
+    assert ledger.delivery("sns:m-1", minutes(62))["seen_at"] == minutes(61)
+
+
+def test_a_delivery_tells_the_status_of_its_incident_now(deliveries: Ledger) -> None:
+    ledger = deliveries
+    incident, _ = open_incident(ledger)
+    ledger.remember_delivery("alert:abc", T0, minutes(5), incident_id=incident["id"], status="new")
+    assert ledger.delivery("alert:abc", minutes(1))["incident_status"] == "open"
+    ledger.mark_recovered(incident["id"], minutes(2))
+    assert ledger.delivery("alert:abc", minutes(3))["incident_status"] == "recovered"
+    ledger.close(incident["id"], minutes(3))
+    assert ledger.delivery("alert:abc", minutes(4))["incident_status"] == "closed"
+
+
+def test_expired_deliveries_are_deleted_lazily(deliveries: Ledger) -> None:
+    ledger = deliveries
+    for i in range(5):
+        ledger.remember_delivery(f"sns:old-{i}", T0, minutes(10))
+    ledger.remember_delivery("sns:young", T0, minutes(120))
+    assert count_deliveries(ledger) == 6
+    # the next remember after a minute deletes every expired row
+    ledger.remember_delivery("sns:new", minutes(11), minutes(70))
+    assert count_deliveries(ledger) == 2
+    assert ledger.forget_deliveries(minutes(70)) == 1
+    assert ledger.delivery("sns:young", minutes(71)) is not None
+
+
+def test_concurrent_remembers_of_one_delivery_let_one_win(ledger_url: str) -> None:
+    ledger = Ledger(ledger_url)
+    with ledger.engine.begin() as conn:
+        conn.execute(deliveries_table.delete())
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: Ledger(ledger_url).remember_delivery("sns:race", T0, minutes(60), status=str(i)),
+                            range(16)))
+    assert won.count(True) == 1

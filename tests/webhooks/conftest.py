@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sandbox.server import Sandbox, start_sandbox
 
-from incident_ops.core.ledger import Ledger, events_table, incidents_table
+from incident_ops.core.ledger import Ledger, deliveries_table, events_table, incidents_table
 from incident_ops.core.runbook import Runbook
 from incident_ops.webhooks.app import create_app
 from incident_ops.webhooks.config import WebhookConfig
@@ -106,6 +106,8 @@ def make_harness(runbook: Runbook, cert: SigningCert, tmp_path: Path) -> Callabl
         clock = [NOW]
         counting = trigger or CountingTrigger()
         ledger = Ledger(ledger_url or f"sqlite:///{tmp_path / 'ledger.db'}")
+        with ledger.engine.begin() as conn:  # a PostgreSQL test database is shared by the session
+            conn.execute(deliveries_table.delete())
         app = create_app(config=cfg, trigger=counting, secret=lambda: secret, fetch=certs, visit=visits,
                          clock=lambda: clock[0], runbook=runbook, ledger=ledger)
         return Harness(TestClient(app, raise_server_exceptions=False), counting, ledger, certs, visits, cfg, clock, app)

@@ -21,7 +21,8 @@ from cryptography.x509.oid import NameOID
 
 TOPIC = "arn:aws:sns:ap-northeast-1:123456789012:peoplebooster-production-alerts"
 OTHER_TOPIC = "arn:aws:sns:ap-northeast-1:123456789012:someone-elses-topic"
-CERT_URL = "https://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
+# SNS's real shape: /SimpleNotificationService-<32 hex digits>.pem
+CERT_URL = "https://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem"
 SECRET = "test-webhook-secret"
 # 2026-11-27 15:30 UTC = 00:30 JST on 2026-11-28.
 NOW = dt.datetime(2026, 11, 27, 15, 30, tzinfo=dt.UTC)
@@ -158,3 +159,50 @@ class CountingTrigger:
 
     def runs_of(self, dag_id: str) -> dict[str, dict[str, Any]]:
         return {run_id: conf for (dag, run_id), conf in self.runs.items() if dag == dag_id}
+
+
+def asgi_request(app: Any, path: str, *, headers: list[tuple[bytes, bytes]], body: bytes = b"",
+                 method: str = "POST") -> tuple[int, bytes]:
+    """One request straight through the ASGI interface, with header bytes exactly as given (an
+    HTTP client would refuse or re-encode some of them; a server passes any byte but CR/LF on)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    messages: list[dict[str, Any]] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+def serve_app(app: Any, name: str) -> tuple[Any, threading.Thread, int]:
+    """`app` served by uvicorn on 127.0.0.1 (a free port) in a thread: (server, thread, port)."""
+    import socket
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, f"the {name} server did not start"
+        time.sleep(0.02)
+    return server, thread, sock.getsockname()[1]

@@ -172,7 +172,11 @@ def test_forged_with_another_key_is_403(harness: Harness) -> None:
         "https://evil.example/SimpleNotificationService-x.pem",
         "http://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-x.pem",
         "https://sns.ap-northeast-1.amazonaws.com.evil.example/x.pem",
-        "https://127.0.0.1:5057/sns/SimpleNotificationService-sandbox.pem",
+        "https://127.0.0.1:5057/SimpleNotificationService-5a4db0c5a4db0c5a4db0c5a4db0c5a4d.pem",
+        # SNS's own hosts, but a path SNS never serves certificates at, or a region of no allowed topic
+        "https://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.ap-northeast-1.amazonaws.com/anything/at/all.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem",
     ],
 )
 def test_certificate_url_on_a_wrong_host_is_403_and_never_fetched(harness: Harness, cert: SigningCert, cert_url: str) -> None:
@@ -181,7 +185,7 @@ def test_certificate_url_on_a_wrong_host_is_403_and_never_fetched(harness: Harne
 
 
 def test_certificate_not_found_is_403(harness: Harness, cert: SigningCert) -> None:
-    url = "https://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-unknown.pem"
+    url = "https://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-ffffffffffffffffffffffffffffffff.pem"
     assert_refused(harness, post_sns(harness, notification(cert, alarm(), cert_url=url)), 403, "certificate_unavailable")
 
 
@@ -475,12 +479,22 @@ def test_alert_needs_json(harness: Harness) -> None:
     assert_refused(harness, response, 400, "malformed")
 
 
-def test_alert_without_a_configured_secret_is_refused(make_harness) -> None:
-    h = make_harness(secret=None)
+def test_alert_without_a_configured_secret_answers_like_a_bad_signature(make_harness, harness: Harness,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The sender cannot tell a server without a secret from a wrong signature; the log says it loudly."""
+    unconfigured = make_harness(secret=None)
     body, headers = signed_alert(ALERT)
-    response = h.client.post("/webhooks/alert", content=body, headers=headers)
-    assert response.status_code == 503 and "incident_webhook" in response.json()["reason"]
-    assert h.trigger.calls == [] and h.incidents() == []
+    with caplog.at_level("ERROR", logger="incident_ops.webhooks.app"):
+        response = unconfigured.client.post("/webhooks/alert", content=body, headers=headers)
+    assert_refused(unconfigured, response, 401, "signature_invalid")
+    wrong = harness.client.post("/webhooks/alert", content=body,
+                                headers={**headers, "X-Incident-Signature": "sha256=" + "0" * 64})
+    assert (response.status_code, response.json()) == (wrong.status_code, wrong.json())
+    missing = {k: v for k, v in headers.items() if k != "X-Incident-Signature"}
+    assert unconfigured.client.post("/webhooks/alert", content=body, headers=missing).json() == \
+        harness.client.post("/webhooks/alert", content=body, headers=missing).json()
+    assert any("MISCONFIGURED" in r.getMessage() and "incident_webhook" in r.getMessage() for r in caplog.records)
+    assert unconfigured.audit()[0]["misconfigured"] == "no HMAC secret"
 
 
 # --- severity raised -----------------------------------------------------------------------------

@@ -20,6 +20,31 @@ def test_defaults_are_strict(tmp_path: Path) -> None:
     assert config.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 256 * 1024
     assert config.replay_window_seconds == 300
     assert config.audit_log == tmp_path / "webhooks" / "audit.jsonl"
+    assert config.require_signature_v2 is False and config.docs is False
+    assert config.cert_regions is None and config.sns_regions == frozenset()  # no topic, no region
+    assert (config.cert_fetch_concurrency, config.cert_failure_ttl_seconds) == (4, 60)
+    assert (config.audit_max_bytes, config.audit_backups) == (10 * 1024 * 1024, 5)
+
+
+def test_certificate_regions_default_to_the_topics_regions() -> None:
+    config = WebhookConfig.from_env({"INCIDENT_OPS_SNS_TOPICS": f"{TOPIC} arn:aws-cn:sns:cn-north-1:123456789012:t"})
+    assert config.sns_regions == {"ap-northeast-1", "cn-north-1"}
+    config = WebhookConfig.from_env({"INCIDENT_OPS_SNS_TOPICS": TOPIC, "INCIDENT_OPS_SNS_CERT_REGIONS": "us-east-1, AP-NORTHEAST-3"})
+    assert config.sns_regions == {"us-east-1", "ap-northeast-3"}
+
+
+def test_hardening_settings_from_the_environment() -> None:
+    config = WebhookConfig.from_env({
+        "INCIDENT_OPS_SNS_REQUIRE_SIGNATURE_V2": "on",
+        "INCIDENT_OPS_SNS_CERT_FETCHES": "2",
+        "INCIDENT_OPS_SNS_CERT_FAILURE_TTL_SECONDS": "15",
+        "INCIDENT_OPS_WEBHOOK_AUDIT_MAX_BYTES": "1000000",
+        "INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS": "0",
+        "INCIDENT_OPS_WEBHOOK_DOCS": "on",
+        "INCIDENT_OPS_WEBHOOK_AUDIT_LOG": "-",
+    })
+    assert (config.require_signature_v2, config.cert_fetch_concurrency, config.cert_failure_ttl_seconds,
+            config.audit_max_bytes, config.audit_backups, config.docs) == (True, 2, 15, 1_000_000, 0, True)
 
 
 def test_everything_from_the_environment(tmp_path: Path) -> None:
@@ -54,6 +79,12 @@ def test_everything_from_the_environment(tmp_path: Path) -> None:
         ("INCIDENT_OPS_SNS_EXTRA_CA_BUNDLE", "/no/such/file.pem"),
         ("INCIDENT_OPS_WEBHOOK_MAX_BODY_BYTES", "lots"),
         ("INCIDENT_OPS_WEBHOOK_REPLAY_WINDOW_SECONDS", "0"),
+        ("INCIDENT_OPS_SNS_REQUIRE_SIGNATURE_V2", "sometimes"),
+        ("INCIDENT_OPS_SNS_CERT_REGIONS", "tokyo"),
+        ("INCIDENT_OPS_SNS_CERT_REGIONS", "sns.us-east-1.amazonaws.com"),
+        ("INCIDENT_OPS_SNS_CERT_FETCHES", "0"),
+        ("INCIDENT_OPS_WEBHOOK_AUDIT_MAX_BYTES", "-1"),
+        ("INCIDENT_OPS_WEBHOOK_DOCS", "please"),
     ],
 )
 def test_bad_values_fail_loudly(name: str, value: str) -> None:

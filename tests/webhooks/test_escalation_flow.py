@@ -38,6 +38,17 @@ def flows(sandbox: Sandbox, runbook: Runbook, tmp_path: Path, monkeypatch: pytes
     return Ledger(url)
 
 
+JST = dt.timezone(dt.timedelta(hours=9))
+BUSINESS_HOURS = dt.datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # a Tuesday
+NIGHT = dt.datetime(2026, 12, 4, 23, 0, tzinfo=JST)  # a Friday night
+
+
+def pin_clock(monkeypatch: pytest.MonkeyPatch, at: dt.datetime) -> None:
+    """The flows' notion of now: who is notified depends on it (a P3 at night also pages)."""
+    monkeypatch.setattr(incident_flow, "_now", lambda: at)
+    monkeypatch.setattr(escalation_flow, "_now", lambda: at)
+
+
 def run_phase_one(symptom: str) -> dict[str, Any]:
     """What the incident_response run does first: open, declare/channel, notify."""
     params = {"symptom": symptom, "severity": "auto", "service": "backend", "environment": "production",
@@ -91,7 +102,8 @@ def test_p2_to_p1_phones_the_cto_and_tells_the_channel_once(flows: Ledger, sandb
     assert flows.get(incident["id"])["escalated_at"] is not None
 
 
-def test_p3_to_p1_pages_and_declares(flows: Ledger, sandbox: Sandbox) -> None:
+def test_p3_to_p1_pages_and_declares(flows: Ledger, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    pin_clock(monkeypatch, BUSINESS_HOURS)
     incident = run_phase_one("レポート生成が遅い")  # P3: dev team in Slack only, channel but no declaration
     assert incident["severity"] == "P3" and sandbox.client.pagerduty_events() == []
     join_with(flows, incident, "P1")
@@ -116,3 +128,21 @@ def test_nothing_to_do_for_a_lower_severity_or_a_closed_incident(flows: Ledger) 
     flows.mark_recovered(incident["id"], dt.datetime.now(dt.UTC))
     assert escalation_flow.raise_severity(incident["id"], "P1")["escalated"] is False
     assert escalation_flow.first_notice_sent(incident["id"])  # a closed incident needs no waiting
+
+
+def test_p3_at_night_opens_a_low_urgency_pagerduty_incident(flows: Ledger, sandbox: Sandbox,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # escalation.p3_off_hours_pagerduty: the on-call engineer gets a low-urgency incident (no phone call).
+    pin_clock(monkeypatch, NIGHT)
+    incident = run_phase_one("レポート生成が遅い")
+    assert incident["severity"] == "P3"
+    [trigger] = [e for e in sandbox.client.pagerduty_events() if e["event_action"] == "trigger"]
+    assert (trigger["dedup_key"], trigger["payload"]["severity"]) == (incident["id"], "warning")
+    [pd_incident] = sandbox.client.pagerduty_incidents()
+    assert pd_incident["urgency"] == "low" and pd_incident["responder_requests"] == []
+    texts = [m["text"] for m in sandbox.client.slack_messages() if m["channel"] == "dev-team"]
+    assert any("PagerDuty で通知します（低緊急度: 電話なし）" in text for text in texts)
+    assert incident_flow.was_paged(flows, incident["id"])
+    # Acknowledged in the PagerDuty app: the acknowledgement wait finds it.
+    sandbox.client.acknowledge(incident["id"])
+    assert incident_flow.acknowledgement(incident)["source"] == "pagerduty"

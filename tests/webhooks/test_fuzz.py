@@ -4,17 +4,22 @@ that is not authentic and well-formed never triggers a run nor writes to the led
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import json
-import os
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from .conftest import Harness
-from .helpers import CERT_URL, SECRET, alarm, notification, signed_alert, sns_headers
+from incident_ops.webhooks import sns
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+from .conftest import Harness
+from .helpers import CERT_URL, NOW, SECRET, alarm, asgi_request, notification, signed_alert, sns_headers
+
+# The number of examples is the profile's (tests/conftest.py): 150, 25 in `make check`, FUZZ_EXAMPLES if set.
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
@@ -131,3 +136,121 @@ def test_authentic_alarms_of_any_name_are_mapped_never_dropped(harness: Harness,
     assert answer["status"] in (("new", "joined") if state == "ALARM" else ("recorded", "ignored"))
     if state == "ALARM":
         assert answer["dag_run_id"] == f"incident__{answer['incident_id']}"
+
+
+# --- headers, odd envelopes, odd times (issue 16): whatever arrives, zero 5xx --------------------
+
+surrogates = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
+any_text = st.text(alphabet=st.characters() | surrogates, max_size=60)
+# Header values as the server passes them on: any byte but CR and LF (Starlette decodes them as latin-1).
+header_bytes = st.binary(max_size=120).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+digits_like = st.sampled_from(["²", "١٢", "１２", "1²", "¹²³", "٣", "⁴", "𝟗", "0x10", "1e3", "-1", "+1", " 12", "12 ", "\t7"])
+header_values = st.one_of(
+    header_bytes,
+    digits_like.map(lambda v: v.encode("utf-8")),
+    digits_like.map(lambda v: v.encode("latin-1", "ignore")),
+    st.integers(min_value=-(10**30), max_value=10**30).map(lambda n: str(n).encode()),
+    st.sampled_from([b"9" * 5000, b"1.2.3.4, " * 8000, b" " * 1000, b"\x85" * 300, b"\xe2\x80\xa8" * 100]),
+    st.sampled_from([b"application/json", b"text/plain; charset=UTF-8", b"text/plain; charset=\"utf-8\"",
+                     b"application/json; charset=ucs-2", b"application/json;;charset", b"application/json; =",
+                     b"TEXT/PLAIN", b"text/plain\x00", b"application/json\xff"]),
+)
+header_keys = st.sampled_from([b"content-length", b"content-type", b"x-incident-timestamp", b"x-incident-signature",
+                               b"x-forwarded-for", b"x-amz-sns-message-type", b"x-amz-sns-message-id",
+                               b"x-amz-sns-topic-arn", b"transfer-encoding", b"host", b"x-real-ip"])
+targets = st.sampled_from([("POST", "/webhooks/sns"), ("POST", "/webhooks/alert"), ("GET", "/webhooks/sns"),
+                           ("PUT", "/webhooks/alert"), ("GET", "/webhooks/docs"), ("GET", "/webhooks/openapi.json"),
+                           ("GET", "/docs"), ("POST", "/webhooks/sns/"), ("POST", "/webhooks/%00")])
+
+
+@FUZZ
+@given(target=targets, body=bodies, headers=st.lists(st.tuples(header_keys, header_values), max_size=6))
+def test_any_headers_on_any_endpoint_never_5xx(harness: Harness, target: tuple[str, str], body: bytes,
+                                              headers: list[tuple[bytes, bytes]]) -> None:
+    method, path = target
+    audit_file = harness.config.audit_log
+    before = audit_file.read_bytes().count(b"\n") if audit_file.exists() else 0
+    status, answer = asgi_request(harness.app, path, method=method, headers=headers, body=body)
+    assert status < 500, (status, answer)
+    if method == "POST" and path in ("/webhooks/sns", "/webhooks/alert"):
+        assert 400 <= status < 500 and json.loads(answer)["error"]
+        written = audit_file.read_bytes()
+        assert written.count(b"\n") == before + 1  # exactly one line per request, whatever came in
+        last = written.splitlines()[-1]
+        assert last.isascii() and len(last) < 16 * 1024
+    assert_nothing_happened(harness)
+
+
+def _odd_time() -> st.SearchStrategy[str]:
+    offsets = st.sampled_from(["Z", "+00:00", "+09:00", "-09:00", "+14:00", "-12:00", "+0000", "+23:59", ""])
+    dates = st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59))
+    return st.one_of(
+        st.tuples(dates, offsets).map(lambda p: p[0].isoformat(timespec="milliseconds") + p[1]),
+        st.sampled_from(["0001-01-01T00:00:00+09:00", "9999-12-31T23:59:59-09:00", "2026-11-27", "2026-11-27T15:30:00",
+                         "2026-13-01T00:00:00Z", "2026-11-27T15:30:00.000Z\x00", "20261127T153000Z", ""]),
+        any_text,
+    )
+
+
+sns_odd_fields = st.fixed_dictionaries({}, optional={
+    "Timestamp": _odd_time(),
+    "Message": st.one_of(any_text, json_values.map(json.dumps)),
+    "Subject": st.one_of(any_text, st.none(), json_values),
+    "MessageId": st.one_of(any_text, st.sampled_from(["a" * 129, "../x", "m-1"])),
+    "SignatureVersion": st.one_of(st.sampled_from(["1", "2", "3", "", " 2", "２"]), json_values),
+    "Signature": st.one_of(any_text, st.sampled_from(["", "====", "A" * 10000])),
+    "SigningCertURL": st.one_of(any_text, st.sampled_from([
+        CERT_URL, CERT_URL.replace("ap-northeast-1", "us-east-1"), CERT_URL + "?x=1", CERT_URL.replace("https", "http"),
+        "https://sns.ap-northeast-1.amazonaws.com/SimpleNotificationService-" + "f" * 32 + ".pem",
+        "https://sns.ap-northeast-1.amazonaws.com:99999/x.pem", "https://[::1/x.pem", "https://sns.ap-northeast-1.amazonaws.com\ud800/x.pem"])),
+    "Type": st.sampled_from(["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation", "Publish"]),
+    "Token": any_text,
+    "SubscribeURL": st.one_of(any_text, st.sampled_from(["https://sns.ap-northeast-1.amazonaws.com/?Action=ConfirmSubscription",
+                                                          "https://169.254.169.254/"])),
+    "UnsubscribeURL": any_text,
+})
+
+
+@FUZZ
+@given(odd=sns_odd_fields, content_type=st.sampled_from(["text/plain; charset=UTF-8", "application/json"]))
+def test_sns_envelopes_with_odd_fields_never_5xx(harness: Harness, cert, odd: dict[str, Any], content_type: str) -> None:
+    envelope: dict[str, Any] = {**notification(cert, alarm()), **odd}
+    body = json.dumps(envelope).encode()  # ASCII-escaped: a lone surrogate arrives as \ud800, as the internet sends it
+    response = harness.client.post("/webhooks/sns", content=body, headers={"Content-Type": content_type})
+    assert response.status_code < 500, (odd, response.status_code, response.text)
+    if odd and any(envelope.get(k) != v for k, v in notification(cert, alarm()).items() if k in odd):
+        assert 400 <= response.status_code < 500 or response.json()["status"] in ("new", "joined", "ignored")
+
+
+@FUZZ
+@given(changed=_odd_time(), state=st.sampled_from(["ALARM", "OK"]))
+def test_signed_alarms_with_any_state_change_time_never_5xx_nor_move_deadlines(harness: Harness, cert, changed: str,
+                                                                               state: str) -> None:
+    assume(not sns.has_lone_surrogate(changed))  # SNS signs UTF-8 text (lone surrogates: see above)
+    envelope = notification(cert, alarm(state=state, StateChangeTime=changed))
+    response = harness.client.post("/webhooks/sns", content=json.dumps(envelope), headers=sns_headers(envelope))
+    assert response.status_code in (200, 422), (changed, response.status_code, response.text)
+    for incident in harness.incidents():  # whatever StateChangeTime said, detection stays near the delivery
+        assert NOW - dt.timedelta(hours=1) <= incident["detected_at"] <= NOW + dt.timedelta(minutes=5)
+
+
+@FUZZ
+@given(spelling=st.one_of(
+    st.tuples(st.sampled_from(["", " ", "  ", "\t", " \t "]), st.sampled_from(["", " ", "\t"]), st.sampled_from(["", "0", "00"]))
+    .map(lambda p: f"{p[0]}{p[2]}{{ts}}{p[1]}"),
+    digits_like, any_text.filter(lambda t: "\r" not in t and "\n" not in t)),
+    resign=st.booleans())
+def test_signed_alerts_with_any_timestamp_header_never_5xx(harness: Harness, spelling: str, resign: bool) -> None:
+    body, headers = signed_alert({"source": "fuzz", "title": "t", "service": "backend", "symptom": "ログインできない"})
+    timestamp = spelling.replace("{ts}", headers["X-Incident-Timestamp"])
+    signature = headers["X-Incident-Signature"]
+    if resign:  # the sender signs the stripped header as given (a real secret holder, odd formatting)
+        signature = "sha256=" + hmac.new(SECRET.encode(), timestamp.strip().encode("utf-8", "surrogatepass") + b"." + body,
+                                         hashlib.sha256).hexdigest()
+    raw = [(b"content-type", b"application/json"), (b"x-incident-signature", signature.encode()),
+           (b"x-incident-timestamp", timestamp.encode("utf-8", "surrogatepass"))]
+    status, answer = asgi_request(harness.app, "/webhooks/alert", headers=raw, body=body)
+    assert status in (200, 401), (timestamp, status, answer)
+    assert len(harness.incidents()) <= 1
+    if harness.incidents():
+        assert harness.incidents()[0]["occurrences"] == 1  # one signed instant and body: one delivery

@@ -9,6 +9,9 @@ The database itself keeps the two promises the rest of the project relies on:
 - **One open incident per fingerprint**: a partial unique index on `fingerprint` where the status is
   `open` or `mitigated`. `open_or_join` inserts, and when a concurrent caller won the race (the index
   refuses the second row) it joins that incident instead: an alarm storm makes one incident.
+- **A replayed webhook delivery opens nothing**: `webhook_deliveries` keeps the key of every accepted
+  delivery (an SNS MessageId, a signed alert's digest) with the incident it went to, until its replay
+  window ends (`remember_delivery`, `delivery`); expired rows are deleted lazily.
 - **A retried write is a no-op**: events carry an optional idempotency key (derived from the incident
   id and the step, never from a clock), unique per incident. Notices not tied to one incident (the
   on-call handoff of a slot) have a unique key of their own in the `notices` table.
@@ -51,6 +54,7 @@ __all__ = [
     "IncidentNotFound",
     "Ledger",
     "LedgerError",
+    "deliveries_table",
     "dispose_engines",
     "events_table",
     "incidents_table",
@@ -72,6 +76,8 @@ DEFAULT_POSTMORTEM_DUE_AFTER = dt.timedelta(hours=48)
 _JST = ZoneInfo("Asia/Tokyo")
 _SQLITE_BUSY_TIMEOUT_SECONDS = 30
 _OPEN_ATTEMPTS = 8
+# remember_delivery deletes all expired webhook deliveries at most this often (per Ledger object).
+_PURGE_EVERY = dt.timedelta(minutes=1)
 # pg_advisory_xact_lock key that serialises schema creation across processes.
 _SCHEMA_LOCK_KEY = 0x1C1DE7
 
@@ -218,6 +224,19 @@ notices_table = sa.Table(
     sa.Column("data", sa.JSON(none_as_null=True)),
 )
 sa.Index("ix_notices_at", notices_table.c.at)
+
+# Webhook deliveries already accepted (`sns:<MessageId>`, `alert:<digest>`), kept until `expires_at`
+# (the end of the delivery's replay window): a replay after its incident recovered opens nothing.
+deliveries_table = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("incident_id", sa.String(64)),
+    sa.Column("status", sa.String(16)),
+)
+sa.Index("ix_webhook_deliveries_expires", deliveries_table.c.expires_at)
 
 _COLUMNS = frozenset(incidents_table.c.keys())
 # Set by the ledger itself, never through **fields.
@@ -380,6 +399,7 @@ class Ledger:
     ) -> None:
         self.url = resolve_url(url)
         self.postmortem_due_after = postmortem_due_after
+        self._purged_at: dt.datetime | None = None
 
     def __repr__(self) -> str:
         return f"Ledger({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -820,3 +840,73 @@ class Ledger:
             message="インシデントをクローズしました",
         )
         return incident
+
+    # webhook deliveries (replay protection) ---------------------------------------------------------
+
+    def delivery(self, key: str, at: dt.datetime) -> dict[str, Any] | None:
+        """The remembered delivery `key` whose window has not ended at `at`, else None:
+        {key, seen_at, expires_at, incident_id, status, incident_status} (`incident_status` is the
+        incident's status now, None when there is no incident)."""
+        at = _utc(at, "at")
+        query = (
+            sa.select(deliveries_table, incidents_table.c.status.label("incident_status"))
+            .select_from(
+                deliveries_table.outerjoin(incidents_table, incidents_table.c.id == deliveries_table.c.incident_id)
+            )
+            .where(deliveries_table.c.key == key, deliveries_table.c.expires_at > at)
+        )
+        with self._tx() as conn:
+            row = conn.execute(query).first()
+        return _row(row) if row is not None else None
+
+    def remember_delivery(
+        self,
+        key: str,
+        at: dt.datetime,
+        expires_at: dt.datetime,
+        *,
+        incident_id: str | None = None,
+        status: str | None = None,
+    ) -> bool:
+        """Remember the delivery `key` (first seen `at`) until `expires_at`, with the incident it went
+        to. False, changing nothing, when it is remembered already (the first delivery's row wins).
+        Expired rows are deleted here: the key's own every time, all of them at most once a minute."""
+        if not key:
+            raise ValueError("key is required")
+        at = _utc(at, "at")
+        values = {"key": key, "seen_at": at, "expires_at": _utc(expires_at, "expires_at"),
+                  "incident_id": incident_id, "status": status}
+        purge_all = self._purged_at is None or not dt.timedelta(0) <= at - self._purged_at < _PURGE_EVERY
+        with self._tx() as conn:
+            expired = deliveries_table.c.expires_at <= at
+            if purge_all:
+                conn.execute(sa.delete(deliveries_table).where(expired))
+                self._purged_at = at
+            else:
+                conn.execute(sa.delete(deliveries_table).where(deliveries_table.c.key == key, expired))
+            dialect = conn.dialect.name
+            if dialect in ("postgresql", "sqlite"):
+                if dialect == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert
+                statement = (
+                    insert(deliveries_table)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=["key"])
+                    .returning(deliveries_table.c.key)
+                )
+                return conn.execute(statement).first() is not None
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.insert(deliveries_table).values(values))
+            except IntegrityError:
+                return False
+            return True
+
+    def forget_deliveries(self, before: dt.datetime) -> int:
+        """Delete the remembered deliveries whose window ended by `before`; how many."""
+        with self._tx() as conn:
+            result = conn.execute(sa.delete(deliveries_table).where(deliveries_table.c.expires_at <= _utc(before, "before")))
+            self._purged_at = _utc(before, "before")
+            return int(result.rowcount or 0)

@@ -3,15 +3,23 @@
     POST /incidents/webhooks/sns     Amazon SNS deliveries (CloudWatch alarms), signature v1/v2
     POST /incidents/webhooks/alert   generic JSON alerts, HMAC-SHA256 over "timestamp.body"
 
-Both answer `{"incident_id", "status": "new"|"joined"|"recorded"|"ignored", "dag_run_id", ...}` with
-200, or a 4xx `{"error": <code>, "reason": <text>}` for bad input with nothing triggered or stored
-but the audit line: 400 malformed, 401 bad/expired HMAC, 403 forged SNS signature, unknown topic or
-a URL on a host SNS does not use, 413 body over the limit, 415 wrong content type, 422 valid JSON
-that is not an alarm/alert the runbook and the DAG's Params accept. 503 = Airflow could not create
-the run now (the sender retries; the incident is kept and the retry starts its run).
+Both answer `{"incident_id", "status": "new"|"joined"|"recorded"|"ignored"|"replayed", "dag_run_id", ...}`
+with 200 (`replayed`: an authentic delivery seen before whose incident is no longer open: nothing
+opened, joined or paged), or a 4xx `{"error": <code>, "reason": <text>}` for bad input with nothing
+triggered or stored but the audit line: 400 malformed, 401 bad/expired HMAC (also when no secret is
+configured: the answer does not tell), 403 forged SNS signature, SignatureVersion 1 when only 2 is
+allowed, unknown topic or a URL SNS does not use, 413 body over the limit, 415 wrong content type,
+422 valid JSON that is not an alarm/alert the runbook and the DAG's Params accept. 503 = Airflow
+could not create the run now, or `busy`: too many signing certificates are being fetched (the
+sender retries; an incident is kept and the retry starts its run). No input gives a 5xx otherwise.
+
+The signing certificate is fetched outside the shared thread pool that Airflow's own routes use: on
+a small dedicated pool (`INCIDENT_OPS_SNS_CERT_FETCHES` threads), awaited by the event loop, one
+fetch per URL shared by every delivery waiting for it.
 
 `create_app()` takes its collaborators as arguments (tests inject the trigger, the certificate
-fetcher, the clock, the ledger); the FastAPI dependency `get_services` can be overridden too.
+fetcher, the clock, the ledger); the FastAPI dependency `get_services` can be overridden too. The
+app's OpenAPI and docs pages are served only with `INCIDENT_OPS_WEBHOOK_DOCS=on`.
 """
 
 from __future__ import annotations
@@ -20,10 +28,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +47,14 @@ from incident_ops.core.ledger import Ledger
 from incident_ops.core.runbook import Runbook
 from incident_ops.webhooks import hmac_auth, sns
 from incident_ops.webhooks.audit import AuditLog
-from incident_ops.webhooks.config import SECRET_CONN_ID, SECRET_VARIABLE, WebhookConfig
+from incident_ops.webhooks.config import (
+    SECRET_CONN_ID,
+    SECRET_VARIABLE,
+    ConfigError,
+    WebhookConfig,
+    docs_enabled,
+    verification_enabled,
+)
 from incident_ops.webhooks.intake import Intake, IntakeError, TriggerError, TriggerFn, parse_alert
 
 __all__ = ["Refused", "WebhookServices", "create_app", "get_services"]
@@ -47,6 +65,16 @@ ALERT_CONTENT_TYPES = ("application/json",)
 _CHARSETS = ("utf-8", "utf8", "us-ascii")
 _FUTURE_SKEW = dt.timedelta(minutes=5)
 _MAX_CONFIRMATIONS = 1024
+# With INCIDENT_OPS_SNS_MAX_AGE_SECONDS=0 (no age limit) a MessageId is remembered this long.
+_UNLIMITED_AGE_MEMORY = dt.timedelta(days=7)
+_MAX_FORWARDED = 10
+_MAX_ADDRESS = 64
+_DIGITS = re.compile(r"[0-9]+")
+_UNCONFIGURED_LOG_EVERY = 60.0
+_VERIFY_OFF_WARNING = (
+    "INCIDENT_OPS_WEBHOOK_VERIFY=off: the incident webhooks accept UNSIGNED SNS messages and alerts. "
+    "Anyone who can reach /incidents/webhooks/* can open incidents and page people. Sandbox only."
+)
 
 
 class Refused(Exception):
@@ -60,6 +88,18 @@ class Refused(Exception):
 
 
 _BAD_INPUT = (Refused, sns.SnsError, hmac_auth.HmacError, IntakeError)
+
+
+def forwarded_for(value: str | None) -> dict[str, Any]:
+    """X-Forwarded-For as audit fields: the last `_MAX_FORWARDED` addresses (the hops nearest to
+    us), each cut to `_MAX_ADDRESS` characters, and how many there were."""
+    if value is None:
+        return {}
+    parts = value.rsplit(",", _MAX_FORWARDED)
+    if len(parts) > _MAX_FORWARDED:
+        parts = parts[1:]
+    addresses = [part.strip()[:_MAX_ADDRESS] for part in parts]
+    return {"forwarded_for": addresses, "forwarded_for_count": value.count(",") + 1}
 
 
 def _now() -> dt.datetime:
@@ -84,10 +124,14 @@ class WebhookServices:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _confirmed: OrderedDict[tuple[str, str], str] = field(default_factory=OrderedDict, init=False)
     _confirm_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _fetcher: ThreadPoolExecutor | None = field(default=None, init=False)
+    _unconfigured_logged: float = field(default=float("-inf"), init=False)
 
     def __post_init__(self) -> None:
-        self.certificates = sns.CertificateCache(self.config.cert_cache_size)
-        self.audit = AuditLog(self.config.audit_log)
+        config = self.config
+        self.certificates = sns.CertificateCache(config.cert_cache_size, failure_ttl=config.cert_failure_ttl_seconds,
+                                                 max_fetches=config.cert_fetch_concurrency)
+        self.audit = AuditLog(config.audit_log, max_bytes=config.audit_max_bytes, backups=config.audit_backups)
 
     @property
     def intake(self) -> Intake:
@@ -97,8 +141,24 @@ class WebhookServices:
 
                 runbook = self.runbook or load_runbook()
                 self._intake = Intake(runbook, self.ledger or Ledger(), self.trigger,
-                                      retrigger_after=self.config.retrigger_after_seconds, clock=self.clock)
+                                      retrigger_after=self.config.retrigger_after_seconds, clock=self.clock,
+                                      max_detection_age=self.config.sns_max_age_seconds or 3600.0,
+                                      max_detection_ahead=_FUTURE_SKEW.total_seconds())
             return self._intake
+
+    @property
+    def fetcher(self) -> ThreadPoolExecutor:
+        """The certificate fetches' own small pool (never the one Airflow's routes wait for)."""
+        with self._lock:
+            if self._fetcher is None:
+                self._fetcher = ThreadPoolExecutor(max_workers=self.config.cert_fetch_concurrency,
+                                                   thread_name_prefix="sns-certificate")
+            return self._fetcher
+
+    @property
+    def certificate_wait_seconds(self) -> float:
+        """How long a delivery waits for a certificate fetch (connect + read timeouts, and a second)."""
+        return 2 * self.config.http_timeout_seconds + 1
 
     # --- outbound HTTPS (only to URLs that passed sns.check_sns_url) ------------------------------
 
@@ -118,10 +178,12 @@ class WebhookServices:
                     raise sns.SnsError(403, "certificate_unavailable",
                                        f"the SigningCertURL answered HTTP {response.status_code}")
                 data = response.raw.read(64 * 1024 + 1, decode_content=True)
-        except requests.RequestException as exc:
+        except sns.SnsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - requests', urllib3's (ProtocolError, DecodeError, ...) and socket errors
             raise sns.SnsError(403, "certificate_unavailable",
                                f"the signing certificate could not be fetched: {type(exc).__name__}") from None
-        return data
+        return bytes(data or b"")
 
     def _https_visit(self, url: str) -> int:
         import requests
@@ -132,7 +194,10 @@ class WebhookServices:
 
     # --- SNS ------------------------------------------------------------------------------------
 
-    def handle_sns(self, body: bytes, headers: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
+    def sns_checked(self, body: bytes, headers: dict[str, str],
+                    note: dict[str, Any]) -> tuple[dict[str, str], dt.datetime, dt.datetime]:
+        """Everything that needs no network, before a certificate is fetched: the envelope, its
+        headers, the topic, the signature version, the age, the certificate URL. (envelope, now, sent)"""
         config = self.config
         envelope = sns.parse_envelope(body)
         note.update(type=envelope["Type"], topic_arn=envelope["TopicArn"], message_id=envelope["MessageId"])
@@ -143,21 +208,28 @@ class WebhookServices:
         if envelope["TopicArn"] not in config.topics:
             raise Refused(403, "topic_not_allowed",
                           f"topic {envelope['TopicArn']} is not in the allow-list (INCIDENT_OPS_SNS_TOPICS)")
+        if config.require_signature_v2 and envelope["SignatureVersion"] != "2":
+            raise Refused(403, "signature_version_refused",
+                          "only SignatureVersion 2 (SHA256withRSA) is accepted (INCIDENT_OPS_SNS_REQUIRE_SIGNATURE_V2)")
         now = self.clock()
-        if config.verify:
-            url = envelope["SigningCertURL"]
-            sns.check_sns_url(url, config.extra_cert_hosts, what="SigningCertURL", pem=True)
-            key = self.certificates.get(url, self.fetch or self._https_get_certificate, now)
-            sns.verify_signature(envelope, key)
-        else:
-            note["verified"] = False
         sent = sns.parse_timestamp(envelope["Timestamp"])
         if config.sns_max_age_seconds and now - sent > dt.timedelta(seconds=config.sns_max_age_seconds):
             raise Refused(403, "message_expired",
                           f"the message is from {envelope['Timestamp']}, older than {int(config.sns_max_age_seconds)} s")
         if sent - now > _FUTURE_SKEW:
             raise Refused(403, "message_expired", f"the message's Timestamp {envelope['Timestamp']} is in the future")
+        if config.verify:
+            sns.check_sns_url(envelope["SigningCertURL"], config.extra_cert_hosts, what="SigningCertURL", pem=True,
+                              regions=config.sns_regions)
+        else:
+            note["verified"] = False
+        return envelope, now, sent
 
+    def sns_accepted(self, envelope: dict[str, str], key: Any, now: dt.datetime, sent: dt.datetime,
+                     note: dict[str, Any]) -> dict[str, Any]:
+        """The rest, once the certificate's `key` is there (None: verification is off)."""
+        if key is not None:
+            sns.verify_signature(envelope, key)
         if envelope["Type"] == "SubscriptionConfirmation":
             return self._confirm_subscription(envelope, note)
         if envelope["Type"] == "UnsubscribeConfirmation":
@@ -168,15 +240,44 @@ class WebhookServices:
         from incident_ops.webhooks.intake import environment_for_alarm
 
         intake = self.intake
-        environment = environment_for_alarm(intake.runbook, alarm["AlarmName"], config.topics[envelope["TopicArn"]])
+        delivery = f"sns:{envelope['MessageId']}"
+        replayed = intake.replayed(delivery, now)
+        if replayed is not None:
+            return replayed.to_dict()
+        environment = environment_for_alarm(intake.runbook, alarm["AlarmName"], self.config.topics[envelope["TopicArn"]])
         topic_name = envelope["TopicArn"].rsplit(":", 1)[-1]
         result = intake.handle_alarm(alarm, environment=environment, reporter=f"cloudwatch (sns:{topic_name})",
                                      message_id=envelope["MessageId"], received_at=now)
+        intake.remember(delivery, result, now, self._sns_expiry(sent, now))
         return result.to_dict()
+
+    def _sns_expiry(self, sent: dt.datetime, now: dt.datetime) -> dt.datetime:
+        """When a replay of the message would be refused as too old anyway (its Timestamp + max age)."""
+        if not self.config.sns_max_age_seconds:
+            return now + _UNLIMITED_AGE_MEMORY
+        return sent + dt.timedelta(seconds=self.config.sns_max_age_seconds + 1)
+
+    def handle_sns(self, body: bytes, headers: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
+        """The whole SNS path in the calling thread (the app uses `handle_sns_async`)."""
+        envelope, now, sent = self.sns_checked(body, headers, note)
+        key = None
+        if self.config.verify:
+            key = self.certificates.get(envelope["SigningCertURL"], self.fetch or self._https_get_certificate, now,
+                                        timeout=self.certificate_wait_seconds)
+        return self.sns_accepted(envelope, key, now, sent, note)
+
+    async def handle_sns_async(self, body: bytes, headers: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
+        envelope, now, sent = await run_in_threadpool(self.sns_checked, body, headers, note)
+        key = None
+        if self.config.verify:
+            # Awaited here: a slow certificate URL holds no thread of the shared pool.
+            key = await self.certificates.aget(envelope["SigningCertURL"], self.fetch or self._https_get_certificate,
+                                               now, self.fetcher, timeout=self.certificate_wait_seconds)
+        return await run_in_threadpool(self.sns_accepted, envelope, key, now, sent, note)
 
     def _confirm_subscription(self, envelope: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
         url = envelope["SubscribeURL"]
-        parts = sns.check_sns_url(url, self.config.extra_cert_hosts, what="SubscribeURL")
+        parts = sns.check_sns_url(url, self.config.extra_cert_hosts, what="SubscribeURL", regions=self.config.sns_regions)
         key = (envelope["TopicArn"], envelope["Token"])
         with self._confirm_lock:
             if key in self._confirmed:
@@ -198,39 +299,61 @@ class WebhookServices:
 
     # --- generic alerts -------------------------------------------------------------------------
 
+    def _secret_or_decoy(self, note: dict[str, Any]) -> str:
+        """The HMAC secret; without one, a random one (the request fails exactly like a bad
+        signature: the sender learns nothing) and a loud log line (at most once a minute)."""
+        secret = self.secret()
+        if secret:
+            return secret
+        note["misconfigured"] = "no HMAC secret"
+        now = time.monotonic()
+        if now - self._unconfigured_logged >= _UNCONFIGURED_LOG_EVERY:
+            self._unconfigured_logged = now
+            log.error("MISCONFIGURED: /incidents/webhooks/alert has no shared secret, so every alert is refused "
+                      "(401): set the Airflow connection %r (password) or the Variable %r",
+                      SECRET_CONN_ID, SECRET_VARIABLE)
+        return secrets.token_urlsafe(32)
+
     def handle_alert(self, body: bytes, headers: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
         now = self.clock()
         timestamp = headers.get(hmac_auth.TIMESTAMP_HEADER.lower())
         if self.config.verify:
-            secret = self.secret()
-            if not secret:
-                raise _Unconfigured(
-                    f"no shared secret: set the Airflow connection {SECRET_CONN_ID!r} (password) "
-                    f"or the Variable {SECRET_VARIABLE!r}")
-            hmac_auth.verify(secret, timestamp, headers.get(hmac_auth.SIGNATURE_HEADER.lower()), body, now=now,
-                             window_seconds=self.config.replay_window_seconds)
+            sent: int | None = hmac_auth.verify(
+                self._secret_or_decoy(note), timestamp, headers.get(hmac_auth.SIGNATURE_HEADER.lower()), body,
+                now=now, window_seconds=self.config.replay_window_seconds)
         else:
             note["verified"] = False
+            stripped = (timestamp or "").strip()
+            sent = int(stripped) if _DIGITS.fullmatch(stripped) and len(stripped) <= 12 else None
         try:
-            data = json.loads(body.decode("utf-8"))
+            data = sns.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise Refused(400, "malformed", "the body is not valid UTF-8 JSON") from None
+        if sns.has_lone_surrogate(json.dumps(data, ensure_ascii=False)):
+            raise Refused(400, "malformed", "the body holds a lone surrogate (not UTF-8 text)")
         alert = parse_alert(data)
         note.update(source=alert.source, service=alert.service)
-        digest = hashlib.sha256(f"{timestamp or ''}.".encode() + body).hexdigest()[:32]
+        # The digest of what was signed, with the verified instant (not the header's spelling of it).
+        digest = hashlib.sha256(f"{'' if sent is None else sent}.".encode() + body).hexdigest()[:32]
+        delivery = f"alert:{digest}"
         intake = self.intake
-        report = intake.alert_report(alert, occurrence_key=f"alert:{digest}", received_at=now)
-        return intake.open(report).to_dict()
+        replayed = intake.replayed(delivery, now)
+        if replayed is not None:
+            return replayed.to_dict()
+        report = intake.alert_report(alert, occurrence_key=delivery, received_at=now)
+        result = intake.open(report)
+        window = dt.timedelta(seconds=self.config.replay_window_seconds + 1)
+        expires = dt.datetime.fromtimestamp(sent, dt.UTC) + window if sent is not None else now + window
+        intake.remember(delivery, result, now, expires)
+        return result.to_dict()
+
+    async def handle_alert_async(self, body: bytes, headers: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
+        return await run_in_threadpool(self.handle_alert, body, headers, note)
 
 
 class _Gateway(Exception):
     status = 502
     code = "subscribe_failed"
-
-
-class _Unconfigured(Exception):
-    status = 503
-    code = "not_configured"
 
 
 def _media_type(request: Request, allowed: tuple[str, ...]) -> None:
@@ -249,10 +372,11 @@ def _media_type(request: Request, allowed: tuple[str, ...]) -> None:
 async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.strip().isdigit():
+        digits = length.strip()
+        if not _DIGITS.fullmatch(digits):  # ASCII digits only: "²".isdigit() is True, int("²") is not
             raise Refused(400, "malformed", "Content-Length is not a number")
-        if int(length) > limit:
-            raise Refused(413, "too_large", f"the body is {int(length)} bytes; the limit is {limit}")
+        if len(digits) > 18 or int(digits) > limit:
+            raise Refused(413, "too_large", f"the body is {digits[:20]} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -281,12 +405,22 @@ def create_app(
 ) -> FastAPI:
     """The webhook app. Without arguments (the plugin): configuration from the environment, runs
     through Airflow's `trigger_dag`, the HMAC secret from the Airflow connection/Variable."""
+    try:
+        docs = config.docs if config is not None else docs_enabled()
+        verify = config.verify if config is not None else verification_enabled()
+    except ConfigError as exc:  # reported again, as an error, when the first request builds the configuration
+        log.error("incident webhooks: %s", exc)
+        docs, verify = False, True
+    if not verify:
+        log.warning("!" * 100)
+        log.warning(_VERIFY_OFF_WARNING)
+        log.warning("!" * 100)
     app = FastAPI(
         title="PeopleBooster incident webhooks",
         description=__doc__,
         version="1",
-        docs_url="/webhooks/docs",
-        openapi_url="/webhooks/openapi.json",
+        docs_url="/webhooks/docs" if docs else None,
+        openapi_url="/webhooks/openapi.json" if docs else None,
         redoc_url=None,
     )
     built: list[WebhookServices] = []
@@ -316,14 +450,14 @@ def create_app(
     app.state.services = services
 
     async def handle(request: Request, endpoint: str, allowed: tuple[str, ...],
-                     handler: Callable[[WebhookServices], Callable[..., dict[str, Any]]],
+                     handler: Callable[[WebhookServices], Callable[..., Awaitable[dict[str, Any]]]],
                      services: WebhookServices) -> JSONResponse:
         started = time.monotonic()
         note: dict[str, Any] = {
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "endpoint": endpoint,
             "remote": request.client.host if request.client else None,
-            "forwarded_for": request.headers.get("x-forwarded-for"),
+            **forwarded_for(request.headers.get("x-forwarded-for")),
         }
         status, payload = 200, {}
         try:
@@ -331,10 +465,10 @@ def create_app(
             note.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
             _media_type(request, allowed)
             headers = {key.lower(): value for key, value in request.headers.items()}
-            payload = await run_in_threadpool(handler(services), body, headers, note)
+            payload = await handler(services)(body, headers, note)
         except _BAD_INPUT as exc:
             status, payload = exc.status, {"error": exc.code, "reason": exc.reason}
-        except (TriggerError, _Gateway, _Unconfigured) as exc:
+        except (TriggerError, _Gateway) as exc:
             status, payload = exc.status, {"error": exc.code, "reason": str(exc)}
         except Exception:  # noqa: BLE001 - logged with its traceback; the sender gets a plain 500
             log.exception("webhook %s failed", endpoint)
@@ -367,7 +501,7 @@ def create_app(
     @app.post("/webhooks/sns", summary="Amazon SNS deliveries (CloudWatch alarms)",
               openapi_extra={"requestBody": sns_body})
     async def sns_webhook(request: Request, services: WebhookServices = Depends(get_services)) -> JSONResponse:  # noqa: B008
-        return await handle(request, "sns", SNS_CONTENT_TYPES, lambda s: s.handle_sns, services)
+        return await handle(request, "sns", SNS_CONTENT_TYPES, lambda s: s.handle_sns_async, services)
 
     @app.post("/webhooks/alert", summary="Generic JSON alerts (HMAC-SHA256)",
               openapi_extra={"requestBody": alert_body, "parameters": [
@@ -375,6 +509,6 @@ def create_app(
                   {"name": hmac_auth.SIGNATURE_HEADER, "in": "header", "required": True, "schema": {"type": "string"}},
               ]})
     async def alert_webhook(request: Request, services: WebhookServices = Depends(get_services)) -> JSONResponse:  # noqa: B008
-        return await handle(request, "alert", ALERT_CONTENT_TYPES, lambda s: s.handle_alert, services)
+        return await handle(request, "alert", ALERT_CONTENT_TYPES, lambda s: s.handle_alert_async, services)
 
     return app

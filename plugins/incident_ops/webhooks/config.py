@@ -11,6 +11,13 @@
 | `INCIDENT_OPS_WEBHOOK_MAX_BODY_BYTES` | larger bodies are refused with 413 | 262144 (256 KiB) |
 | `INCIDENT_OPS_WEBHOOK_AUDIT_LOG` | JSON-lines audit file (`-` = logger only) | `$INCIDENT_OPS_STATE_DIR/webhooks/audit.jsonl` |
 | `INCIDENT_OPS_WEBHOOK_RETRIGGER_AFTER_SECONDS` | an open incident with no run after this long gets its run (again) | 30 |
+| `INCIDENT_OPS_SNS_REQUIRE_SIGNATURE_V2` | `on`: refuse SignatureVersion 1 (SHA1withRSA) with 403 `signature_version_refused` | `off` |
+| `INCIDENT_OPS_SNS_CERT_REGIONS` | regions whose `sns.<region>.amazonaws.com[.cn]` may serve certificates and SubscribeURLs | the regions of the allowed topics' ARNs |
+| `INCIDENT_OPS_SNS_CERT_FETCHES` | certificate fetches at once (a dedicated pool; more distinct URLs at once get 503 `busy`) | 4 |
+| `INCIDENT_OPS_SNS_CERT_FAILURE_TTL_SECONDS` | a failed certificate URL is answered from memory (403) for this long | 60 |
+| `INCIDENT_OPS_WEBHOOK_AUDIT_MAX_BYTES` | the audit file is rotated (`.1` … `.N`) before it would grow past this; 0 = never | 10485760 (10 MiB) |
+| `INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS` | rotated audit files kept | 5 |
+| `INCIDENT_OPS_WEBHOOK_DOCS` | `on`: serve the webhook app's OpenAPI (`/incidents/webhooks/openapi.json`) and docs | `off` |
 
 The HMAC secret of `/alert` comes from the Airflow connection `incident_webhook` (password), else
 the Airflow Variable `incident_ops_webhook_secret`.
@@ -30,12 +37,15 @@ __all__ = [
     "SECRET_VARIABLE",
     "ConfigError",
     "WebhookConfig",
+    "docs_enabled",
+    "verification_enabled",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 SECRET_CONN_ID = "incident_webhook"
 SECRET_VARIABLE = "incident_ops_webhook_secret"
 _TOPIC_ARN = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -82,6 +92,15 @@ def parse_topics(value: str) -> dict[str, str | None]:
     return topics
 
 
+def parse_regions(value: str) -> frozenset[str]:
+    regions = set()
+    for item in _split(value):
+        if not _REGION.match(item.lower()):
+            raise ConfigError(f"INCIDENT_OPS_SNS_CERT_REGIONS: {item!r} is not an AWS region (e.g. ap-northeast-1)")
+        regions.add(item.lower())
+    return frozenset(regions)
+
+
 def parse_hosts(value: str) -> frozenset[str]:
     hosts = set()
     for item in _split(value):
@@ -104,6 +123,21 @@ class WebhookConfig:
     retrigger_after_seconds: float = 30.0
     cert_cache_size: int = 32
     http_timeout_seconds: float = 5.0
+    require_signature_v2: bool = False
+    # None: the regions of the allowed topics' ARNs (see `sns_regions`).
+    cert_regions: frozenset[str] | None = None
+    cert_fetch_concurrency: int = 4
+    cert_failure_ttl_seconds: float = 60.0
+    audit_max_bytes: int = 10 * 1024 * 1024
+    audit_backups: int = 5
+    docs: bool = False
+
+    @property
+    def sns_regions(self) -> frozenset[str]:
+        """The regions whose SNS hosts may serve signing certificates and SubscribeURLs."""
+        if self.cert_regions is not None:
+            return self.cert_regions
+        return frozenset(arn.split(":")[3] for arn in self.topics)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WebhookConfig:
@@ -136,4 +170,26 @@ class WebhookConfig:
             retrigger_after_seconds=_number(
                 "INCIDENT_OPS_WEBHOOK_RETRIGGER_AFTER_SECONDS", env.get("INCIDENT_OPS_WEBHOOK_RETRIGGER_AFTER_SECONDS"), 30.0
             ),
+            require_signature_v2=_flag("INCIDENT_OPS_SNS_REQUIRE_SIGNATURE_V2",
+                                       env.get("INCIDENT_OPS_SNS_REQUIRE_SIGNATURE_V2"), False),
+            cert_regions=parse_regions(regions) if (regions := env.get("INCIDENT_OPS_SNS_CERT_REGIONS", "")).strip() else None,
+            cert_fetch_concurrency=int(_number("INCIDENT_OPS_SNS_CERT_FETCHES", env.get("INCIDENT_OPS_SNS_CERT_FETCHES"), 4, 1)),
+            cert_failure_ttl_seconds=_number("INCIDENT_OPS_SNS_CERT_FAILURE_TTL_SECONDS",
+                                             env.get("INCIDENT_OPS_SNS_CERT_FAILURE_TTL_SECONDS"), 60.0),
+            audit_max_bytes=int(_number("INCIDENT_OPS_WEBHOOK_AUDIT_MAX_BYTES", env.get("INCIDENT_OPS_WEBHOOK_AUDIT_MAX_BYTES"),
+                                        10 * 1024 * 1024)),
+            audit_backups=int(_number("INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS", env.get("INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS"), 5)),
+            docs=docs_enabled(env),
         )
+
+
+def docs_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """`INCIDENT_OPS_WEBHOOK_DOCS`: the webhook app's OpenAPI and docs pages are served only when on."""
+    env = os.environ if environ is None else environ
+    return _flag("INCIDENT_OPS_WEBHOOK_DOCS", env.get("INCIDENT_OPS_WEBHOOK_DOCS"), False)
+
+
+def verification_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """`INCIDENT_OPS_WEBHOOK_VERIFY` (on unless set off)."""
+    env = os.environ if environ is None else environ
+    return _flag("INCIDENT_OPS_WEBHOOK_VERIFY", env.get("INCIDENT_OPS_WEBHOOK_VERIFY"), True)

@@ -27,7 +27,8 @@ __all__ = [
 
 TIMESTAMP_HEADER = "X-Incident-Timestamp"
 SIGNATURE_HEADER = "X-Incident-Signature"
-_TIMESTAMP = re.compile(r"^\d{1,12}$")
+# ASCII digits only (`\d` would take other scripts' digits, which are not "Unix seconds").
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
 
 
@@ -61,7 +62,10 @@ def verify(
     now: dt.datetime,
     window_seconds: float = 300.0,
 ) -> int:
-    """The request's timestamp (Unix seconds) when authentic and fresh; HmacError otherwise."""
+    """The request's timestamp (Unix seconds) when authentic and fresh; HmacError otherwise.
+
+    The header may carry surrounding whitespace (stripped before signing, as senders' HTTP stacks
+    may add it); the returned integer is the canonical instant a replay check must use."""
     if not timestamp:
         raise HmacError("signature_missing", f"the {TIMESTAMP_HEADER} header is missing")
     if not signature:

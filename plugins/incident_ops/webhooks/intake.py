@@ -23,6 +23,17 @@ What happens to a report (a CloudWatch alarm from SNS, or a generic JSON alert):
 
 An `OK` (or `INSUFFICIENT_DATA`) for an alarm with an open incident is recorded on its timeline
 (it does not close it: the DAG verifies recovery); without an open incident it is ignored.
+
+**Replays.** The delivery key (`sns:<MessageId>`, `alert:<digest>`) of every accepted delivery is kept
+in the ledger (`webhook_deliveries`) until its replay window ends (`remember`). A delivery seen before
+(`replayed`) is handled as usual only while the incident it went to is still open (a redelivery:
+counted once, as above); when that incident recovered or closed, or it went to none, the answer is
+`replayed` and nothing is opened, joined or paged.
+
+**Detection time.** An alarm's `StateChangeTime` is its detection time unless it is more than
+`max_detection_ahead` (5 min) after the delivery or more than `max_detection_age` (the SNS max age,
+1 h) before it: then the delivery time is used instead and the incident's timeline says so
+(`detection_time_clamped`), so a wrong clock cannot move the deadlines.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from incident_ops.core.ledger import Ledger, events_table
+from incident_ops.core.ledger import OPEN_STATUSES, Ledger, events_table
 from incident_ops.core.runbook import SEVERITIES, Runbook
 from incident_ops.core.triage import classify, fingerprint_for
 
@@ -113,7 +124,7 @@ def escalation_run_id(incident_id: str, severity: str) -> str:
 
 @dataclass(frozen=True)
 class IntakeResult:
-    status: str  # new | joined | recorded | ignored
+    status: str  # new | joined | recorded | ignored | replayed
     incident_id: str | None
     dag_run_id: str | None
     severity: str | None = None
@@ -140,6 +151,8 @@ class Report:
     occurrence_key: str
     conf: dict[str, Any]
     rule: str
+    # Set when the alarm's StateChangeTime was not used as the detection time (see the module doc).
+    detection_note: dict[str, Any] | None = None
 
 
 class Alert(BaseModel):
@@ -208,11 +221,16 @@ def environment_for_alarm(runbook: Runbook, alarm_name: str, topic_environment: 
     return "production" if "production" in runbook.environments else next(iter(runbook.environments))
 
 
-def _aware(value: str | None, default: dt.datetime) -> dt.datetime:
-    if not value:
-        return default
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+def _parse_time(value: Any) -> dt.datetime | None:
+    """An ISO 8601 time as aware UTC (naive = UTC); None when it is not one UTC can hold."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _now() -> dt.datetime:
@@ -230,6 +248,8 @@ class Intake:
         *,
         retrigger_after: float = 30.0,
         clock: Callable[[], dt.datetime] = _now,
+        max_detection_age: float = 3600.0,
+        max_detection_ahead: float = 300.0,
     ) -> None:
         from incident_ops.params import incident_params
 
@@ -238,6 +258,8 @@ class Intake:
         self.trigger = trigger
         self.retrigger_after = dt.timedelta(seconds=retrigger_after)
         self.clock = clock
+        self.max_detection_age = dt.timedelta(seconds=max_detection_age)
+        self.max_detection_ahead = dt.timedelta(seconds=max_detection_ahead)
         self._params = incident_params(runbook)
         # What Param.resolve does (jsonschema with format checks), with each validator built once:
         # a storm validates thousands of confs.
@@ -269,7 +291,49 @@ class Intake:
                                   f"the incident_response params refuse it: invalid input for param {key}: {error.message}")
         return dict(conf)
 
+    # --- replays ---------------------------------------------------------------------------------
+
+    def replayed(self, key: str, now: dt.datetime) -> IntakeResult | None:
+        """The `replayed` answer when the delivery `key` was accepted before and its incident is no
+        longer open (or it went to none); None when it is new, or a redelivery to the open incident."""
+        seen = self.ledger.delivery(key, now)
+        if seen is None:
+            return None
+        if seen["incident_id"] is not None and seen["incident_status"] in OPEN_STATUSES:
+            return None
+        if seen["incident_id"] is None:
+            why = f"it was {seen['status'] or 'handled'} without an incident"
+        else:
+            why = f"its incident {seen['incident_id']} is {seen['incident_status'] or 'gone'}"
+        log.warning("replayed webhook delivery %s (first seen %s; %s): nothing opened", key, seen["seen_at"], why)
+        return IntakeResult("replayed", seen["incident_id"], None,
+                            reason=f"this delivery was accepted at {seen['seen_at'].isoformat()} and {why}: "
+                                   "nothing was opened, joined or paged")
+
+    def remember(self, key: str, result: IntakeResult, now: dt.datetime, expires_at: dt.datetime) -> None:
+        """Keep the accepted delivery `key` (and its incident) until `expires_at`."""
+        if result.status == "replayed":
+            return
+        self.ledger.remember_delivery(key, now, max(expires_at, now + dt.timedelta(seconds=1)),
+                                      incident_id=result.incident_id, status=result.status)
+
     # --- mapping ---------------------------------------------------------------------------------
+
+    def detection_time(self, value: Any, received_at: dt.datetime) -> tuple[dt.datetime, dict[str, Any] | None]:
+        """The alarm's StateChangeTime when it is near the delivery time, else the delivery time and
+        a note saying why (see the module doc)."""
+        if value is None or value == "":
+            return received_at, None
+        parsed = _parse_time(value)
+        if parsed is None:
+            why = "it is not a time UTC can hold"
+        elif parsed - received_at > self.max_detection_ahead:
+            why = f"it is more than {int(self.max_detection_ahead.total_seconds())} s after the delivery"
+        elif received_at - parsed > self.max_detection_age:
+            why = f"it is more than {int(self.max_detection_age.total_seconds())} s before the delivery"
+        else:
+            return parsed, None
+        return received_at, {"StateChangeTime": str(value)[:64], "received_at": received_at.isoformat(), "reason": why}
 
     def alarm_report(self, alarm: Mapping[str, Any], *, environment: str, reporter: str, occurrence_key: str,
                      received_at: dt.datetime) -> Report:
@@ -291,6 +355,7 @@ class Intake:
             "incident_id": _PLACEHOLDER_ID,
         }
         self.validate_conf(conf)
+        detected_at, note = self.detection_time(alarm.get("StateChangeTime"), received_at)
         return Report(
             fingerprint=fingerprint_for(environment, service, result.symptom_id, label, dict(alarm)),
             severity=result.severity,
@@ -299,10 +364,11 @@ class Intake:
             service=service,
             environment=environment,
             reporter=reporter[:200],
-            detected_at=_aware(alarm.get("StateChangeTime"), received_at),
+            detected_at=detected_at,
             occurrence_key=occurrence_key,
             conf=conf,
             rule=result.rule,
+            detection_note=note,
         )
 
     def alert_report(self, alert: Alert, *, occurrence_key: str, received_at: dt.datetime) -> Report:
@@ -371,6 +437,14 @@ class Intake:
         run_id = incident_run_id(incident_id)
         if created:
             log.info("incident %s opened for %s (%s)", incident_id, report.fingerprint, report.rule)
+            if report.detection_note:
+                note = report.detection_note
+                self.ledger.record_event(
+                    incident_id, at=now, kind="detection_time_clamped", actor="incident_ops.webhooks",
+                    message=f"アラームの発生時刻（StateChangeTime: {note['StateChangeTime']}）は受信時刻から離れすぎているため、"
+                            f"受信時刻 {note['received_at']} を検知時刻にしました",
+                    data=note, idempotency_key="detection_time_clamped",
+                )
             self._start_run(incident_id, run_id, report)
             return IntakeResult("new", incident_id, run_id, incident["severity"])
         owner = incident.get("dag_run_id")
