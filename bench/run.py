@@ -581,8 +581,15 @@ def bench_cli_startup(runs: int = 10) -> None:
     note(f"cli_startup: median of {runs} runs each; target <= 0.3 s")
 
 
+def bench_triage_accuracy() -> None:
+    from bench.triage import bench_triage
+
+    bench_triage()
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "cli_startup": bench_cli_startup,
+    "triage": bench_triage_accuracy,
     "parse": bench_parse,
     "economy": bench_economy,
     "fanout": bench_fanout,
