@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# ruff in a subprocess; `make check` runs ruff itself first (`make lint`).
+pytestmark = pytest.mark.process
 
 
 def test_ruff_passes() -> None:

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.process  # a fresh interpreter per case
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = r"""

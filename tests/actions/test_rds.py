@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,11 +32,12 @@ def cluster_tags(rds, cluster_id: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def rds_calls(rds) -> list[str]:
-    """Names of the RDS operations called from now on."""
+def rds_calls(rds) -> Iterator[list[str]]:
+    """Names of the RDS operations called from now on (the client serves later tests too: unregistered after)."""
     calls: list[str] = []
-    rds.meta.events.register("before-call.rds", lambda model, **_: calls.append(model.name))
-    return calls
+    rds.meta.events.register("before-call.rds", lambda model, **_: calls.append(model.name), unique_id="rds_calls")
+    yield calls
+    rds.meta.events.unregister("before-call.rds", unique_id="rds_calls")
 
 
 # --- Aurora failover ------------------------------------------------------------------------------

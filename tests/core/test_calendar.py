@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from incident_ops.core.calendar import (
     business_hours_end,
@@ -21,7 +20,8 @@ from incident_ops.core.calendar import (
     off_hours_windows,
     public_holiday_name,
 )
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, Runbook, parse_runbook
+from incident_ops.core.runbook import Runbook, parse_runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 UTC = dt.UTC
@@ -32,7 +32,7 @@ def jst(*parts: int) -> dt.datetime:
 
 
 def runbook_variant(change: Callable[[dict[str, Any]], None]) -> Runbook:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     change(data)
     return parse_runbook(data)
 

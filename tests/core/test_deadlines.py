@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from incident_ops.core.deadlines import (
     PostmortemSchedule,
@@ -20,7 +19,8 @@ from incident_ops.core.deadlines import (
     response_may_wait,
     response_window,
 )
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, Runbook, parse_runbook
+from incident_ops.core.runbook import Runbook, parse_runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -30,7 +30,7 @@ def jst(*parts: int) -> dt.datetime:
 
 
 def runbook_variant(change: Callable[[dict[str, Any]], None]) -> Runbook:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     change(data)
     return parse_runbook(data)
 

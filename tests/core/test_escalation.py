@@ -9,6 +9,7 @@ import pytest
 
 from incident_ops.core.escalation import Notification, route, unacknowledged_route
 from incident_ops.core.runbook import Runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 
@@ -168,12 +169,10 @@ def test_p3_in_business_hours_pages_nobody(runbook: Runbook, at: dt.datetime) ->
 
 
 def test_the_p3_night_page_follows_the_setting() -> None:
-    import yaml
-
-    from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, parse_runbook
+    from incident_ops.core.runbook import parse_runbook
 
     def variant(setting: dict) -> Runbook:
-        data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+        data = runbook_data()
         data["escalation"]["p3_off_hours_pagerduty"] = setting
         return parse_runbook(data)
 

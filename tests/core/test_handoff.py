@@ -10,11 +10,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from incident_ops.core import handoff as h
 from incident_ops.core.oncall import business_hours_team, oncall_at, rotation_engineer
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, Runbook, parse_runbook
+from incident_ops.core.runbook import Runbook, parse_runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 TEAM = ["tanaka", "yamada", "ito", "watanabe", "dev_lead"]
@@ -25,7 +25,7 @@ def jst(*parts: int) -> dt.datetime:
 
 
 def runbook_variant(change: Callable[[dict[str, Any]], None]) -> Runbook:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     change(data)
     return parse_runbook(data)
 

@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from incident_ops.core.oncall import (
     Handoff,
@@ -19,7 +18,8 @@ from incident_ops.core.oncall import (
     rotation_week,
     transitions,
 )
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, Runbook, parse_runbook
+from incident_ops.core.runbook import Runbook, parse_runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 TEAM = ["tanaka", "yamada", "ito", "watanabe", "dev_lead"]
@@ -30,7 +30,7 @@ def jst(*parts: int) -> dt.datetime:
 
 
 def runbook_variant(change: Callable[[dict[str, Any]], None]) -> Runbook:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     change(data)
     return parse_runbook(data)
 

@@ -9,7 +9,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from incident_ops.core.reminders import (
     current_stage,
@@ -21,14 +20,15 @@ from incident_ops.core.reminders import (
     stage_key,
     stage_times,
 )
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, Runbook, parse_runbook
+from incident_ops.core.runbook import Runbook, parse_runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 RECOVERED = dt.datetime(2026, 11, 20, 22, 30, tzinfo=JST)  # a Friday night
 
 
 def runbook_variant(change: Callable[[dict[str, Any]], None], *, align: str = "wall_clock") -> Runbook:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     data["postmortem"]["align"] = align
     change(data)
     return parse_runbook(data)
@@ -44,7 +44,7 @@ def runbook() -> Runbook:
 @pytest.fixture
 def shipped() -> Runbook:
     """The project's runbook as it is (postmortem.align: next_business_day_end)."""
-    return parse_runbook(yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8")))
+    return parse_runbook(runbook_data())
 
 
 def incident(**fields: Any) -> dict[str, Any]:

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, DayOff, Runbook, RunbookError, parse_runbook
+from tests.conftest import runbook_data
 
 
 def data_with(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     change(data)
     return data
 

@@ -8,10 +8,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from incident_ops.core import timeboxes as tb
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH, Runbook, parse_runbook
+from incident_ops.core.runbook import Runbook, parse_runbook
+from tests.conftest import runbook_data
 
 JST = ZoneInfo("Asia/Tokyo")
 MIN = dt.timedelta(minutes=1)
@@ -88,7 +88,7 @@ def test_only_the_asked_phase(runbook: Runbook) -> None:
 
 
 def test_time_boxes_come_from_the_runbook() -> None:
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+    data = runbook_data()
     data["phase_time_boxes"] = {"detect": 10, "investigate": 45}
     runbook = parse_runbook(data)
     assert [b.phase for b in tb.due_time_boxes(runbook, reached=1, elapsed=10 * MIN)] == [1]

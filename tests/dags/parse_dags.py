@@ -48,6 +48,25 @@ def main(dags_folder: str) -> None:
                     "catchup": dag.catchup,
                     "doc_md": bool(dag.doc_md),
                     "retries": dag.default_args.get("retries"),
+                    "deadlines": [
+                        {
+                            "name": alert.name,
+                            "reference": type(alert.reference).__name__,
+                            "minutes": alert.interval.total_seconds() / 60,
+                            "callback": type(alert.callback).__name__,
+                            "path": alert.callback.path,
+                            "kwargs": alert.callback.kwargs,
+                        }
+                        for alert in dag.deadline or []
+                    ],
+                    "structure": {
+                        task.task_id: {
+                            "operator": type(task).__name__,
+                            "trigger_rule": str(getattr(task.trigger_rule, "value", task.trigger_rule)),
+                            "upstream": sorted(task.upstream_task_ids),
+                        }
+                        for task in dag.tasks
+                    },
                 }
                 for dag_id, dag in bag.dags.items()
             },

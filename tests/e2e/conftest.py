@@ -24,6 +24,11 @@ def fast_runbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
     data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
     data["severities"]["P1"]["response_start_minutes"] = 1  # the unacknowledged escalation within a test
+    # a ladder's next rung and the external wait decided within seconds (same rules)
+    data["ladder"] = {"settle_seconds": 20, "consecutive_healthy": 2, "interval_seconds": 2}
+    for step in data["scenarios"]["external"]["steps"]:
+        if step.get("wait"):
+            step["wait"] = {"interval_minutes": 0.1, "max_minutes": 4}
     path = tmp_path_factory.mktemp("runbook") / "peoplebooster.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

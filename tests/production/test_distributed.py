@@ -33,7 +33,8 @@ from scripts.distributed import (
 from scripts.incident_runner import DAG_ID, AirflowApi, run_incident
 from tests.conftest import require_service
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+# About 3 min: the stack's start (its own waits add up to 15 min) and one incident (up to 10 min).
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(1200)]
 
 SCENARIO = "deploy"  # the demo's incident: an alarm from the ALB, a person picks the scenario, a rollback
 POLICY_PATH = Path(__file__).resolve().parents[2] / "include" / "iam" / "incident-automation-policy.json"

@@ -44,7 +44,8 @@ from scripts.distributed import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, Distrib
 from scripts.incident_runner import DAG_ID, AirflowApi, run_incident
 from tests.conftest import require_service
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+# About 4.5 min for both; per test the stack's start (first) and an incident of up to RUN_TIMEOUT + 60 s.
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(900)]
 
 SCENARIO = "deploy"
 ROLLBACK_TASK = "recover.deploy.rollback"

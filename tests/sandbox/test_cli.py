@@ -15,7 +15,7 @@ import requests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # its own waits: 60 s to start, 30 s to stop
 
 
 def test_cli_start_serve_stop(tmp_path: Path) -> None:
