@@ -29,7 +29,7 @@ test: venv
 # The fast tier (about a minute): ruff, then every test that starts no Airflow, no subprocess and no
 # server (markers in pyproject.toml; tests/conftest.py makes such a test fail here if it is unmarked).
 check: venv lint
-	INCIDENT_OPS_TEST_TIER=check $(PY) -m pytest -q -m "not slow and not process and not server" $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= INCIDENT_OPS_TEST_TIER=check $(PY) -m pytest -q -m "not slow and not process and not server" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check dags plugins tests include bench scripts

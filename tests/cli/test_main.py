@@ -268,7 +268,13 @@ def test_severity_needs_a_symptom_or_an_alarm(capsys: pytest.CaptureFixture[str]
 def test_playbook_with_aws_unreachable_says_why_and_exits_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once; one attempt
+    # (the collection's botocore config retries 8 times, which only slows the test down).
+    from botocore.config import Config
+
+    from incident_ops import services
+
+    monkeypatch.setattr(services, "aws_client_config", lambda **_: Config(retries={"mode": "standard", "max_attempts": 1}))
     for name, value in {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
                         "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "ap-northeast-1",
                         "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}.items():

@@ -18,7 +18,7 @@ from scripts.airflow_local import free_port_block
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def process_table() -> dict[int, tuple[int, int]]:
