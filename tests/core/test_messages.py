@@ -672,3 +672,47 @@ def test_postmortem_refuses_an_incident_without_the_essentials(runbook, missing)
 def test_postmortem_refuses_naive_times(runbook) -> None:
     with pytest.raises(ValueError, match="time zone is required"):
         _postmortem(runbook, timeline=[{"at": dt.datetime(2026, 11, 28), "kind": "x", "message": "m"}])
+
+
+# --- text from outside is inert (issue 16) ------------------------------------------------------------
+
+HOSTILE = "<!here> <!channel> <@U0EVIL> <https://evil.example|click> & ![x](https://evil.example/p.png) |cell|"
+
+
+def test_every_slack_template_escapes_outside_text_and_keeps_its_own_mentions(runbook) -> None:
+    from incident_ops.core.notices import render_notice
+
+    detected = dt.datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
+    texts = [
+        render_declaration(runbook, severity="P1", detected_at=detected, symptom=HOSTILE, impact=HOSTILE,
+                           responders=[{"name": "田中", "slack_user_id": "U0TANAKA1"}], channel="incident-20261201"),
+        render_recovery(runbook, detected_at=detected, recovered_at=detected + dt.timedelta(minutes=5),
+                        cause=HOSTILE, actions=HOSTILE),
+        render_notice(runbook, incident_id="INC-20261201-abcdef", severity="P3", symptom=HOSTILE, impact=HOSTILE,
+                      detected_at=detected),
+    ]
+    for text in texts:
+        assert "<!here>" not in text and "<@U0EVIL>" not in text and "<https://" not in text, text
+        assert "&lt;!here&gt;" in text and "&amp;" in text
+    assert texts[0].startswith("<!channel> ") and "<@U0TANAKA1>" in texts[0]  # the template's own mentions
+    assert texts[1].startswith("<!channel> ")
+
+
+def test_plain_messages_are_not_escaped(runbook) -> None:
+    detected = dt.datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
+    text = render_recovery(runbook, detected_at=detected, recovered_at=detected, cause="a < b & c", actions="x",
+                           mentions="plain")
+    assert "原因: a < b & c" in text
+
+
+def test_the_postmortem_makes_outside_text_inert_markdown(runbook) -> None:
+    incident = INCIDENT | {"title": HOSTILE, "symptom": HOSTILE, "impact": HOSTILE, "cause": HOSTILE}
+    timeline = [{"at": DETECTED, "kind": "opened", "actor": "<b>x</b>", "message": HOSTILE}]
+    text = _postmortem(runbook, incident=incident, timeline=timeline, charts=["INC-1/metrics.png"])
+    # The only image is our chart; no outside link, image, HTML tag or extra table cell.
+    assert re.findall(r"(?<!\\)!\[", text) == ["!["]
+    assert "![グラフ1](INC-1/metrics.png)" in text
+    assert "<b>" not in text and not re.search(r"(?<!\\)<https", text)
+    assert "\\!\\[x\\](https://evil.example/p.png)" in text
+    row = next(line for line in _section(text, "タイムライン") if "evil" in line)
+    assert row.count("|") - row.count("\\|") == 5  # four cells, pipes in the text escaped

@@ -37,7 +37,7 @@ from incident_ops.core.calendar import (
     off_hours_windows,
     public_holiday_name,
 )
-from incident_ops.core.messages import render
+from incident_ops.core.messages import Trusted, render, slack_escape
 from incident_ops.core.oncall import business_hours_team, next_handoffs, rotation_engineer, rotation_week, transitions
 from incident_ops.core.runbook import WEEKDAYS, Runbook
 
@@ -234,15 +234,18 @@ def format_moment(runbook: Runbook, instant: dt.datetime) -> str:
 
 def _escape(text: str, mentions: Mentions) -> str:
     text = " ".join(str(text).split())
-    if mentions == "slack":
-        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text
+    return slack_escape(text) if mentions == "slack" else text
+
+
+def _built(text: str, mentions: Mentions) -> str:
+    """A line this module built, its outside parts escaped already: rendered as it is."""
+    return Trusted(text) if mentions == "slack" else text
 
 
 def mention(person: Mapping[str, Any], mentions: Mentions = "slack") -> str:
     """`<@U…>` (Slack) or `@名前` (plain); a person without a Slack id is named, not pinged."""
     if mentions == "slack" and person.get("slack_user_id"):
-        return f"<@{person['slack_user_id']}>"
+        return Trusted(f"<@{person['slack_user_id']}>")
     return f"@{person.get('name') or person.get('id')}"
 
 
@@ -433,7 +436,7 @@ def _channel_ref(incident: Mapping[str, Any], mentions: Mentions) -> str:
     if not name:
         return ""
     if mentions == "slack" and incident.get("slack_channel_id"):
-        return f" <#{incident['slack_channel_id']}|{name}>"
+        return f" <#{incident['slack_channel_id']}|{slack_escape(name)}>"
     return f" #{name}"
 
 
@@ -445,7 +448,8 @@ def incident_line(runbook: Runbook, incident: Mapping[str, Any], mentions: Menti
     title = _escape(incident.get("title") or incident.get("symptom") or incident.get("fingerprint") or "—", mentions)
     detected = format_moment(runbook, _aware(incident["detected_at"], "detected_at"))
     status = _STATUS_LABELS.get(str(incident.get("status")), str(incident.get("status")))
-    return f"{incident['id']} {incident['severity']} {title}（{detected} 発生、{status}）{_channel_ref(incident, mentions)}"
+    return _built(f"{incident['id']} {incident['severity']} {title}（{detected} 発生、{status}）"
+                  f"{_channel_ref(incident, mentions)}", mentions)
 
 
 def postmortem_line(runbook: Runbook, incident: Mapping[str, Any], at: dt.datetime, mentions: Mentions = "slack") -> str:
@@ -458,7 +462,7 @@ def postmortem_line(runbook: Runbook, incident: Mapping[str, Any], at: dt.dateti
         when = f"期限 {format_moment(runbook, due)}{late}"
     else:
         when = "期限未設定"
-    return f"{incident['id']} {incident['severity']} {title}: {when}{_channel_ref(incident, mentions)}"
+    return _built(f"{incident['id']} {incident['severity']} {title}: {when}{_channel_ref(incident, mentions)}", mentions)
 
 
 def _header(runbook: Runbook, slot: Slot, posted_at: dt.datetime) -> tuple[str, bool]:
@@ -499,6 +503,7 @@ def build_post(
         windows = off_hours_windows(runbook, start, end)
         text = render(
             "handoff.txt.j2",
+            plain=mentions == "plain",
             header=header,
             outgoing=mention(outgoing.person, mentions),
             incoming=mention(person, mentions),
@@ -521,6 +526,7 @@ def build_post(
         ends = dt.datetime.combine(slot.at.date(), dt.time(*_hhmm(runbook.calendar.business_hours.end)), tzinfo=runbook.tz)
         text = render(
             "transition.txt.j2",
+            plain=mentions == "plain",
             header=header,
             mode="business_hours",
             team="、".join(member["name"] for member in team),
@@ -543,6 +549,7 @@ def build_post(
         handoff = f"{format_moment(runbook, following.at)} に {mention(incoming, 'plain')} へ交代します（週次ローテーション）"
     text = render(
         "transition.txt.j2",
+        plain=mentions == "plain",
         header=header,
         mode="off_hours",
         team="",
@@ -578,7 +585,8 @@ def render_alert_warning(
     """The direct message to the engineer and the dev lead: the engineer cannot receive alerts."""
     return render(
         "alert_warning.txt.j2",
-        to=" ".join(mention(p, mentions) for p in to),
+        plain=mentions == "plain",
+        to=_built(" ".join(mention(p, mentions) for p in to), mentions),
         engineer=mention(person, mentions),
         since=format_moment(runbook, slot.at),
     ).rstrip("\n")

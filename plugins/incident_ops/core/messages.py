@@ -19,9 +19,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context
 
 from incident_ops.core import narrative
 from incident_ops.core.narrative import EVENT_LABELS
@@ -29,6 +30,7 @@ from incident_ops.core.runbook import Runbook
 
 __all__ = [
     "BLANK",
+    "Trusted",
     "EVENT_LABELS",
     "JST",
     "TEMPLATES_DIR",
@@ -45,6 +47,9 @@ __all__ = [
     "render_failure_notice",
     "render_postmortem",
     "render_recovery",
+    "markdown_escape",
+    "slack_escape",
+    "trusted",
 ]
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "include" / "templates"
@@ -59,9 +64,47 @@ Mentions = Literal["slack", "plain"]
 # --- the Jinja environment ------------------------------------------------------------------------
 
 
+class Trusted(str):
+    """Markup the project built itself (a mention, a channel link, a line whose outside parts were
+    escaped already): rendered as it is. Every other string value is escaped by the template."""
+
+
+# Markdown's ASCII punctuation that makes links, images, HTML, emphasis, code and table cells.
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]<>!|~")
+
+
+def slack_escape(text: Any) -> str:
+    """Text from outside (a symptom, a title, a reporter) made inert for Slack: `<!here>`, `<@U…>`
+    and `<https://…|…>` show as typed; Slack decodes these three entities and nothing else."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_escape(text: Any) -> str:
+    """Text from outside made inert for Markdown: no link, image, HTML, emphasis, code or new cell."""
+    return "".join(f"\\{char}" if char in _MARKDOWN_SPECIAL else char for char in str(text))
+
+
+def trusted(text: str) -> Trusted:
+    return Trusted(text)
+
+
+@pass_context
+def _finalize(context: Any, value: Any) -> Any:
+    """Every `{{ value }}` of every template goes through here: the one place outside text is escaped
+    (Slack templates: Slack's escaping; Markdown templates: Markdown's), unless it is `Trusted` or the
+    message is rendered plain (the command line, e-mail)."""
+    if not isinstance(value, str) or isinstance(value, Trusted):
+        return value
+    if str(context.name or "").endswith(".md.j2"):
+        return markdown_escape(value)
+    if context.get("__plain__"):
+        return value
+    return slack_escape(value)
+
+
 @lru_cache(maxsize=1)
 def jinja_environment() -> Environment:
-    """The one environment every template is rendered with (not HTML: no autoescape)."""
+    """The one environment every template is rendered with: values escaped by `_finalize`."""
     return Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=StrictUndefined,
@@ -69,17 +112,19 @@ def jinja_environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        finalize=_finalize,
     )
 
 
-def render(name: str, **context: Any) -> str:
-    """Render `include/templates/<name>` with `context`; a value the template uses but is missing
-    raises `jinja2.UndefinedError`."""
-    return jinja_environment().get_template(name).render(**context)
+def render(template: str, /, *, plain: bool = False, **context: Any) -> str:
+    """Render `include/templates/<template>` with `context`; a value the template uses but is missing
+    raises `jinja2.UndefinedError`. String values are escaped for the template's kind (Slack text or
+    Markdown) unless `Trusted`; `plain=True` (text for the command line or e-mail) escapes nothing."""
+    return jinja_environment().get_template(template).render(**context, __plain__=plain)
 
 
-def _message(name: str, **context: Any) -> str:
-    return render(name, **context).rstrip("\n")
+def _message(template: str, /, *, mentions: str = "slack", **context: Any) -> str:
+    return render(template, plain=mentions == "plain", **context).rstrip("\n")
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -153,10 +198,6 @@ def _check_mentions(mentions: str) -> None:
         raise ValueError(f"mentions must be 'slack' or 'plain', got {mentions!r}")
 
 
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _line(value: Any, what: str, mentions: str) -> str:
     """A required one-line value: whitespace (newlines too) collapsed, escaped for Slack."""
     if value is None:
@@ -164,11 +205,11 @@ def _line(value: Any, what: str, mentions: str) -> str:
     text = " ".join(str(value).split())
     if not text:
         raise ValueError(f"{what} is required (got an empty value)")
-    return _slack_escape(text) if mentions == "slack" else text
+    return text  # escaped by the template (see _finalize)
 
 
 def _everyone(mentions: str) -> str:
-    return "<!channel>" if mentions == "slack" else "@channel"
+    return Trusted("<!channel>") if mentions == "slack" else "@channel"
 
 
 def _field(person: Any, key: str) -> Any:
@@ -182,7 +223,7 @@ def _mention(person: Any, mentions: str) -> str:
         user_id = _field(person, "slack_user_id")
         if not user_id:
             raise ValueError(f"a Slack user id is needed to mention {_field(person, 'name')!r}")
-        return f"<@{user_id}>"
+        return Trusted(f"<@{user_id}>")
     name = _field(person, "name")
     if not name:
         raise ValueError(f"a name is needed to mention {person!r}")
@@ -190,7 +231,7 @@ def _mention(person: Any, mentions: str) -> str:
 
 
 def _mention_people(people: Iterable[Any], mentions: str) -> str:
-    return " ".join(_mention(person, mentions) for person in people)
+    return Trusted(" ".join(_mention(person, mentions) for person in people))
 
 
 def _channel_ref(channel: str, mentions: str, channel_id: str | None = None) -> str:
@@ -198,7 +239,7 @@ def _channel_ref(channel: str, mentions: str, channel_id: str | None = None) -> 
     if not name:
         raise ValueError("channel is required")
     if mentions == "slack" and channel_id:
-        return f"<#{channel_id}|{name}>"
+        return Trusted(f"<#{channel_id}|{slack_escape(name)}>")
     return f"#{name}"
 
 
@@ -232,6 +273,7 @@ def render_declaration(
         raise ValueError("at least one responder is required (対応者)")
     return _message(
         "declaration.txt.j2",
+        mentions=mentions,
         everyone=_everyone(mentions),
         severity=severity,
         detected_time=format_time_jst(detected_at, runbook.tz),
@@ -263,6 +305,7 @@ def render_recovery(
         raise ValueError(f"recovered_at {recovered.isoformat()} is before detected_at {detected.isoformat()}")
     return _message(
         "recovery.txt.j2",
+        mentions=mentions,
         everyone=_everyone(mentions),
         recovered_time=format_time_jst(recovered, runbook.tz),
         outage=format_outage(recovered - detected),
@@ -297,6 +340,7 @@ def render_ack_escalation(
     window = response_window(runbook, severity, detected)
     return _message(
         "ack_escalation.txt.j2",
+        mentions=mentions,
         to=_mention_people(notify, mentions) if notify else _everyone(mentions),
         severity=severity,
         detected_time=format_time_jst(detected, runbook.tz),
@@ -331,6 +375,7 @@ def render_evidence_header(
         scenario_text = "判定できません（担当者が選択してください）"
     return _message(
         "evidence_header.txt.j2",
+        mentions=mentions,
         incident_id=_line(incident_id, "incident_id", mentions),
         checked_time=format_time_jst(at, runbook.tz),
         window_start_time=format_time_jst(window_start, runbook.tz),
@@ -356,6 +401,7 @@ def render_failure_notice(
     _check_mentions(mentions)
     return _message(
         "failure_notice.txt.j2",
+        mentions=mentions,
         to=_mention_people(notify, mentions) if notify else _everyone(mentions),
         failed_time=format_time_jst(at, runbook.tz),
         step=_line(step, "step", mentions),
@@ -369,10 +415,10 @@ def render_failure_notice(
 
 
 def _cell(value: Any) -> str:
-    """A Markdown table cell: one line, pipes escaped, `—` when empty."""
+    """A Markdown table cell: one line, `—` when empty (pipes are escaped by the template)."""
     if value is None:
         return _NONE
-    text = " ".join(str(value).split()).replace("|", "\\|")
+    text = " ".join(str(value).split())
     return text or _NONE
 
 
@@ -514,7 +560,8 @@ def render_postmortem(
         outage=format_outage(recovered - detected),
         channel=f"#{str(channel).lstrip('#')}" if channel else _NONE,
         due=_format_datetime(due, runbook.tz),
-        due_hours=_hours(due_hours),
+        due_rule=(f"復旧から{_hours(due_hours)}時間以内" if due == recovered + dt.timedelta(hours=due_hours)
+                  else f"復旧から{_hours(due_hours)}時間後が業務時間外のため翌営業日の終業時刻"),
         symptom=symptom,
         environment=_or_none(incident.get("environment")),
         service=_or_none(incident.get("service")),
@@ -525,6 +572,7 @@ def render_postmortem(
         cause=_or_none(incident.get("cause")),
         timeline=_timeline_rows(runbook, timeline),
         evidence=narrative.evidence_sections(runbook, evidence),
-        charts=[str(chart) for chart in charts],
+        # Our own relative paths (or URLs), percent-encoded for a link destination.
+        charts=[Trusted(quote(str(chart), safe="/:._-~")) for chart in charts],
         actions=_action_rows(runbook, actions),
     )

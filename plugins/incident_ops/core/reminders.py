@@ -28,7 +28,7 @@ from typing import Any, Literal
 from incident_ops.core.calendar import ensure_aware
 from incident_ops.core.deadlines import postmortem_times
 from incident_ops.core.handoff import find_person, format_moment, mention, person_dict
-from incident_ops.core.messages import render
+from incident_ops.core.messages import Trusted, render, slack_escape
 from incident_ops.core.oncall import rotation_engineer
 from incident_ops.core.runbook import Runbook
 
@@ -213,15 +213,8 @@ def _channel_ref(reminder: DueReminder, mentions: Mentions) -> str:
     if not reminder.channel:
         return "—"
     if mentions == "slack" and reminder.channel_id:
-        return f"<#{reminder.channel_id}|{reminder.channel}>"
+        return Trusted(f"<#{reminder.channel_id}|{slack_escape(reminder.channel)}>")
     return f"#{reminder.channel}"
-
-
-def _escape(text: str, mentions: Mentions) -> str:
-    text = " ".join(str(text).split())
-    if mentions == "slack":
-        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text
 
 
 def _hours(value: float) -> str:
@@ -241,7 +234,7 @@ def render_reminder(
         "lead": mention(lead_person, mentions) if lead_person else "",
         "incident_id": reminder.incident_id,
         "severity": reminder.severity,
-        "title": _escape(reminder.title, mentions),
+        "title": " ".join(str(reminder.title).split()),  # escaped by the template
         "recovered": format_moment(runbook, reminder.recovered_at),
         "due": format_moment(runbook, reminder.due_at),
         "due_rule": due_rule_text(runbook, reminder.recovered_at, reminder.due_at),
@@ -253,7 +246,7 @@ def render_reminder(
         "sections": "、".join(runbook.postmortem.sections),
     }
     name = "reminder.txt.j2" if reminder.stage == "reminder" else "overdue.txt.j2"
-    return render(name, **context).rstrip("\n")
+    return render(name, plain=mentions == "plain", **context).rstrip("\n")
 
 
 def due_rule_text(runbook: Runbook, recovered_at: dt.datetime, due_at: dt.datetime) -> str:

@@ -374,16 +374,13 @@ def _day(runbook: Runbook, value: dt.datetime) -> str:
 
 
 def _cell(value: Any) -> str:
-    text = " ".join(str(value).split()).replace("|", "\\|")
+    """One line for a Markdown cell (pipes and other Markdown are escaped by the template)."""
+    text = " ".join(str(value).split())
     return text or "—"
 
 
 def _pair(median: dt.timedelta | None, largest: dt.timedelta | None) -> str:
     return "—" if median is None else f"{format_span(median)} / {format_span(largest)}"
-
-
-def _slack_text(value: Any) -> str:
-    return " ".join(str(value).split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _context(runbook: Runbook, report: Report, text: Callable[[Any], str] = _cell) -> dict[str, Any]:
@@ -451,8 +448,9 @@ def render_markdown(runbook: Runbook, report: Report) -> str:
 
 def render_summary(runbook: Runbook, report: Report, *, files: Sequence[str] = (), mentions: Mentions = "slack") -> str:
     """The Slack summary (`report.txt.j2`); `files`: where the Markdown/CSV were written."""
-    context = _context(runbook, report, _slack_text if mentions == "slack" else (lambda value: " ".join(str(value).split())))
-    return render("report.txt.j2", **context, files=list(files)).rstrip("\n")
+    # Free text is escaped by the template (Slack's escaping; none when plain).
+    context = _context(runbook, report, lambda value: " ".join(str(value).split()))
+    return render("report.txt.j2", plain=mentions == "plain", **context, files=list(files)).rstrip("\n")
 
 
 def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

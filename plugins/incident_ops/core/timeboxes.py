@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from incident_ops.core.handoff import format_moment
-from incident_ops.core.messages import format_duration_ja, render
+from incident_ops.core.messages import Trusted, format_duration_ja, render
 from incident_ops.core.runbook import Runbook
 
 __all__ = [
@@ -146,7 +146,7 @@ def render_time_box_notice(
     channel's name when the notice goes elsewhere (#dev-team when there is none yet)."""
     return render(
         "time_box.txt.j2",
-        to=" ".join(to),
+        to=Trusted(" ".join(to)),  # mentions the caller built (`<@U…>`)
         phase=box.phase,
         phase_name=box.name,
         severity=severity,

@@ -95,9 +95,11 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     detected_at = record["detected_at"]
     deadline = response_deadline(runbook, target, detected_at)
     symptom = _label(runbook, record.get("symptom"))
+    # Slack text: what came from outside (the symptom, the service) is escaped, as in the templates.
     text = "\n".join([
-        f"【障害レベル引き上げ】{previous} → {target} {level.name}: {symptom}",
-        f"インシデント: {incident_id} / 影響範囲: {record.get('environment')}/{record.get('service')}",
+        f"【障害レベル引き上げ】{previous} → {target} {level.name}: {slack_escape(symptom)}",
+        f"インシデント: {incident_id} / 影響範囲: {slack_escape(record.get('environment'))}/"
+        f"{slack_escape(record.get('service'))}",
         f"対応開始の目標: {format_moment(runbook, deadline)} まで",
     ])
     notices = []
