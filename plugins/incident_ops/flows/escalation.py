@@ -97,9 +97,9 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     symptom = _label(runbook, record.get("symptom"))
     # Slack text: what came from outside (the symptom, the service) is escaped, as in the templates.
     text = "\n".join([
-        f"【障害レベル引き上げ】{previous} → {target} {level.name}: {slack_escape(symptom)}",
-        f"インシデント: {incident_id} / 影響範囲: {slack_escape(record.get('environment'))}/"
-        f"{slack_escape(record.get('service'))}",
+        f"【障害レベル引き上げ】{previous} → {target} {level.name}: {messages.slack_escape(symptom)}",
+        f"インシデント: {incident_id} / 影響範囲: {messages.slack_escape(record.get('environment'))}/"
+        f"{messages.slack_escape(record.get('service'))}",
         f"対応開始の目標: {format_moment(runbook, deadline)} まで",
     ])
     notices = []
