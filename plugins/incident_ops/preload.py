@@ -41,9 +41,13 @@ TASK_MODULES = (
     "incident_ops.observe.aws",
     "incident_ops.operators.remediation",
     "incident_ops.operators.decisions",
+    "incident_ops.operators.conditions",
+    "incident_ops.flows.recovery",
     "incident_ops.sensors.health",
+    "incident_ops.sensors.provider_status",
     "incident_ops.sensors.acknowledgement",
     "incident_ops.notifiers.incident",
+    "incident_ops.notifiers.time_box",
     "incident_ops.params",
     "airflow.providers.amazon.aws.hooks.base_aws",
     # what the DAG files' @task, @task.short_circuit, @task.branch and @task_group resolve lazily
