@@ -219,3 +219,31 @@ def test_notice_key_is_derived_from_the_incident_and_content() -> None:
     assert notice_key({"idempotency_key": "explicit"}) == "explicit"
     with pytest.raises(ValueError, match="dedup_key"):
         notice_key({"target": "x", "text": "t"})
+
+
+class RecordingPager:
+    """IncidentPager's trigger, recorded (no server)."""
+
+    def __init__(self) -> None:
+        self.triggers: list[tuple[str, str]] = []
+
+    def trigger(self, dedup_key: str, summary: str, severity: str, source: str, **kwargs: Any) -> str:
+        self.triggers.append((dedup_key, severity))
+        return dedup_key
+
+
+@pytest.mark.parametrize(("urgency", "sent"), [(None, "P3"), ("low", "warning"), ("high", "error")])
+def test_a_notice_urgency_picks_the_pagerduty_severity(urgency: str | None, sent: str) -> None:
+    # The P3 night page asks for a low urgency: Events API v2 payload.severity "warning", which
+    # PagerDuty opens as a low-urgency incident (no phone call) when urgency follows the severity.
+    pager = RecordingPager()
+    page = {**notice("oncall", "pagerduty", [ONCALL], severity="P3"), "urgency": urgency}
+    report = deliver([page], pager=pager, emergency_email=EMERGENCY)
+    assert report.ok and pager.triggers == [(INCIDENT, sent)]
+    assert report.results[0].get("urgency") == urgency
+
+
+def test_an_unknown_urgency_is_a_failed_notice() -> None:
+    page = {**notice("oncall", "pagerduty", [ONCALL], severity="P3"), "urgency": "medium"}
+    report = deliver([page], pager=RecordingPager(), emergency_email=EMERGENCY)
+    assert not report.ok and "unknown urgency 'medium'" in report.results[0]["error"]
