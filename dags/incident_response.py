@@ -11,10 +11,20 @@ One run drives one incident through the runbook's five phases:
    deploys, a chart, and a suggested scenario with its reasons, posted to the incident channel.
 3. **recover** — the scenario (given in the form, or chosen/confirmed by a person in the UI; the
    suggestion is the timeout default), then its steps from the runbook; risky steps wait for an
-   approval. With **check mode** every step reports what it would do and changes nothing.
+   approval. A step with `when:` is decided first (`when_<step>`: a ladder's next rung only while
+   the service is still unhealthy, the fallback only when the outage is confirmed, a support case
+   only when AWS failed) and skipped with its reason otherwise; a step with `wait:` waits in the
+   triggerer (待機). A scenario's `notify` channels (#infra-support) are told when it starts.
+   With **check mode** every step reports what it would do and changes nothing.
 4. **verify** — N consecutive healthy answers (deferrable), the functional checks, the recovery
    announcement (復旧宣言) and PagerDuty resolved.
-5. **postmortem** — the draft with the runbook's sections, due 48 h after recovery.
+5. **postmortem** — the draft with the runbook's sections, due 48 h after recovery (the next
+   business day's 18:00 when that falls at night or on a day off: `postmortem.align`).
+
+**Phase time boxes** (Phase 1: 0-15分, Phase 2: 15-60分, `phase_time_boxes` in the runbook) are
+Airflow deadline alerts on each run (reference: the run's queued time): when a run is still in
+Phase 1 at 15 minutes or in Phase 2 at 60, the incident channel and the dev lead get a notice, once
+per incident and phase (`incident_ops.notifiers.time_box`).
 
 Trigger from the form, the REST API (`POST /api/v2/dags/incident_response/dagRuns` with the same
 fields as `conf`) or the alarm webhooks; invalid input is refused before anything runs. A failed
@@ -27,15 +37,17 @@ import datetime as dt
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import TriggerRule, dag, task, task_group
+from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback, TriggerRule, dag, task, task_group
 
 from incident_ops.core.runbook import SCENARIOS, load_runbook
 from incident_ops.notifiers.incident import IncidentFailureNotifier
+from incident_ops.operators.conditions import StepConditionOperator
 from incident_ops.operators.decisions import ScenarioChoiceOperator, StepApprovalOperator
 from incident_ops.operators.remediation import RemediationOperator
 from incident_ops.params import AUTO, incident_params
 from incident_ops.sensors.acknowledgement import AcknowledgementSensor
 from incident_ops.sensors.health import HealthSensor
+from incident_ops.sensors.provider_status import ProviderStatusSensor
 
 # Parsing reads only the runbook file beside the project: no network or database access.
 RUNBOOK = load_runbook()
@@ -53,6 +65,24 @@ def flow():
     from incident_ops.flows import incident as incident_flow
 
     return incident_flow
+
+
+def time_box_alert(phase: int, minutes: int) -> DeadlineAlert:
+    """Phase `phase` should be over `minutes` after the run was queued; the callback checks whether
+    it is and stays silent if so (the core decides: incident_ops.core.timeboxes)."""
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=dt.timedelta(minutes=minutes),
+        callback=SyncCallback("incident_ops.notifiers.time_box.phase_time_box_alert", kwargs={"phase": phase}),
+        name=f"phase{phase}_time_box",
+    )
+
+
+def recovery_flow():
+    """Phase 3's task bodies between the steps (notices, conditions, the wait)."""
+    from incident_ops.flows import recovery
+
+    return recovery
 
 
 def scenario_option(name: str) -> str:
@@ -76,6 +106,10 @@ def scenario_option(name: str) -> str:
     },
     max_active_runs=16,
     render_template_as_native_obj=True,
+    deadline=[
+        time_box_alert(1, RUNBOOK.phase_time_boxes.detect),
+        time_box_alert(2, RUNBOOK.phase_time_boxes.investigate),
+    ],
 )
 def incident_response() -> None:
     @task_group(group_id="detect", tooltip="Phase 1: 検知と初期対応")
@@ -140,12 +174,14 @@ def incident_response() -> None:
             return "recover.choose_scenario"
 
         @task.branch
-        def use_preset(evidence: dict, params: dict | None = None) -> str:
+        def use_preset(incident: dict, evidence: dict, params: dict | None = None) -> str:
             name = params["scenario"] if params["scenario"] != AUTO else evidence.get("suggested")
+            # Recorded like a person's choice: Phase 2 (調査と診断) ends here.
+            flow().record_preset_scenario(incident, name, suggested=params["scenario"] == AUTO)
             return f"recover.{name}.start" if name else "recover.manual"
 
         decision = decide_scenario(evidence)
-        preset = use_preset(evidence)
+        preset = use_preset(incident, evidence)
         choose = ScenarioChoiceOperator(
             task_id="choose_scenario",
             subject="復旧シナリオの選択: {{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['id'] }}",
@@ -177,16 +213,54 @@ def incident_response() -> None:
             @task_group(group_id=name, tooltip=f"{scenario.label}: {scenario.remediation}")
             def scenario_steps(name: str = name, scenario=scenario):
                 start = EmptyOperator(task_id="start", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-                previous = start
+                side = []
+                if scenario.notify:
+                    # Beside the steps, never in their way: a Slack error does not hold the recovery.
+                    @task(task_id="notify_contacts")
+                    def notify_contacts(incident: dict, name: str = name) -> dict:
+                        return recovery_flow().notify_scenario_contacts(incident, name)
+
+                    notified = notify_contacts(incident)
+                    start >> notified
+                    side.append(notified)
+                previous, previous_id = start, None
                 for step in scenario.main_steps():
+                    # Every step hangs on `start` too, so a step skipped by its condition or a
+                    # rejection does not skip the rest of the scenario. A step without `when` runs
+                    # only if nothing before it failed. A step with `when` is decided after the step
+                    # before it whatever became of that one (a ladder's next rung after a failed
+                    # one): `after_<step>` (all done) isolates the failure, and `start` (all success)
+                    # keeps the scenarios nobody chose skipped.
+                    head_rule = TriggerRule.ALL_SUCCESS if step.when else TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+                    chain = []
+                    reason = ""
+                    if step.when:
+                        if previous is not start:
+                            joined = EmptyOperator(task_id=f"after_{previous_id}", trigger_rule=TriggerRule.ALL_DONE)
+                            previous >> joined
+                            previous = joined
+                        chain.append(StepConditionOperator(
+                            task_id=f"when_{step.id}",
+                            scenario=name,
+                            step_id=step.id,
+                            environment=ENVIRONMENT,
+                            incident_id=INCIDENT_ID,
+                            check_mode=CHECK_MODE,
+                            trigger_rule=head_rule,
+                            retries=0,
+                        ))
+                        reason = (
+                            "\n\n理由: {{ (ti.xcom_pull(task_ids='recover." + name + ".when_" + step.id
+                            + "') or {}).get('reason') }}"
+                        )
                     approved_by = None
                     if step.approval:
                         approve = StepApprovalOperator(
                             task_id=f"approve_{step.id}",
-                            subject=f"承認: {scenario.label} / {step.id} ({step.action})",
+                            subject=f"承認: {scenario.label} / {step.title} ({step.action})",
                             body=(
-                                f"インシデント {INCIDENT_ID} のステップ **{step.id}** ({step.action}) を実行します。"
-                                f"\n\nparams: `{step.params}`\n\n"
+                                f"インシデント {INCIDENT_ID} のステップ **{step.title}** ({step.action}) を実行します。"
+                                f"{reason}\n\nparams: `{step.params}`\n\n"
                                 f"{RUNBOOK.decisions.approval.timeout_minutes}分以内に回答がなければ既定値 "
                                 f"({RUNBOOK.decisions.approval.on_timeout}) になります。"
                             ),
@@ -199,28 +273,45 @@ def incident_response() -> None:
                             step_id=step.id,
                             check_mode=CHECK_MODE,
                             response_timeout=approval_timeout,
-                            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+                            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if chain else head_rule,
                         )
-                        previous >> approve
-                        previous = approve
+                        chain.append(approve)
                         approved_by = (
                             "{{ (ti.xcom_pull(task_ids='recover." + name + ".approve_" + step.id
                             + "') or {}).get('approved_by') }}"
                         )
-                    run = RemediationOperator(
-                        task_id=step.id,
-                        scenario=name,
-                        step_id=step.id,
-                        environment=ENVIRONMENT,
-                        service=SERVICE,
-                        incident_id=INCIDENT_ID,
-                        check_mode=CHECK_MODE,
-                        approved_by=approved_by,
-                        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-                    )
-                    previous >> run
-                    previous = run
-                return start, previous
+                    rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if chain else head_rule
+                    if step.wait:
+                        run = ProviderStatusSensor(
+                            task_id=step.id,
+                            scenario=name,
+                            step_id=step.id,
+                            environment=ENVIRONMENT,
+                            incident_id=INCIDENT_ID,
+                            check_mode=CHECK_MODE,
+                            trigger_rule=rule,
+                            retries=0,
+                        )
+                    else:
+                        run = RemediationOperator(
+                            task_id=step.id,
+                            scenario=name,
+                            step_id=step.id,
+                            environment=ENVIRONMENT,
+                            service=SERVICE,
+                            incident_id=INCIDENT_ID,
+                            check_mode=CHECK_MODE,
+                            approved_by=approved_by,
+                            trigger_rule=rule,
+                        )
+                    chain.append(run)
+                    for upstream, downstream in zip(chain, chain[1:], strict=False):
+                        upstream >> downstream
+                    if previous is not start:
+                        start >> chain[0]
+                    previous >> chain[0]
+                    previous, previous_id = run, step.id
+                return start, [previous, *side]
 
             start, last = scenario_steps()
             [choose, preset] >> start

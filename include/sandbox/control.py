@@ -7,7 +7,11 @@ POST /_sandbox/reset                 heal everything: wipe moto, seed again; {"k
 GET|POST /_sandbox/faults            {"slack": null|429|500, "slack_count": n, "pagerduty": null|500,
                                       "pagerduty_count": n, "health_delay": s, "health_garbage": bool,
                                       "github_conclusion": "success"|"failure", "github_delay": s,
-                                      "pagerduty_no_push_user": "PXXXXXX"|null}
+                                      "pagerduty_no_push_user": "PXXXXXX"|null,
+                                      "status_page": null|"none"|"minor"|"major"|"critical"}
+                                     (status_page: what the external status page says, whatever the
+                                     provider's real state; "none" during an external break = the
+                                     page still says operational: the 待機 path)
 GET  /_sandbox/records?service=slack|pagerduty|github|sentry|pb|status&since=<seq>
 GET  /_sandbox/slack/messages?channel=<name>   GET /_sandbox/slack/channels
 GET  /_sandbox/pagerduty/events      GET /_sandbox/pagerduty/incidents

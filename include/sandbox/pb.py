@@ -164,12 +164,15 @@ def me(request: Request) -> JSONResponse:
 PAGE = {"id": "kctbh9vrtdwd", "name": "Example Payments", "url": "https://status.example-payments.com", "time_zone": "Etc/UTC"}
 
 
+DESCRIPTIONS = {"none": "All Systems Operational", "minor": "Partially Degraded Service",
+                "major": "Major System Outage", "critical": "Major System Outage"}
+
+
 def _status(ctx: SandboxContext) -> dict[str, Any]:
-    outage = ctx.memory.external_outage
-    return {
-        "indicator": "major" if outage else "none",
-        "description": "Major System Outage" if outage else "All Systems Operational",
-    }
+    """What the page says: the provider's real state, unless the status_page fault says otherwise (a
+    page that still says operational while the provider fails us)."""
+    indicator = ctx.faults.status_page or ("major" if ctx.memory.external_outage else "none")
+    return {"indicator": indicator, "description": DESCRIPTIONS[indicator]}
 
 
 @router.get("/status/api/v2/status.json")
@@ -183,8 +186,10 @@ def summary_json(request: Request) -> JSONResponse:
     ctx: SandboxContext = request.app.state.ctx
     status = _status(ctx)
     outage = status["indicator"] != "none"
+    component = {"none": "operational", "minor": "degraded_performance", "major": "partial_outage",
+                 "critical": "major_outage"}[status["indicator"]]
     components = [
-        {"id": "pay-api", "name": "Payments API", "status": "major_outage" if outage else "operational"},
+        {"id": "pay-api", "name": "Payments API", "status": component},
         {"id": "pay-dashboard", "name": "Dashboard", "status": "operational"},
     ]
     incidents = []

@@ -570,7 +570,8 @@ def _flags(aws: AwsClients, n: Names, result: SeedResult) -> None:
 
 def baseline_metrics(n: Names) -> dict[str, float]:
     """Per-minute values of a calm service; keys are the metric ids (`ecs_cpu:<service>` per service)."""
-    values = {"alb_requests": 1800.0, "alb_5xx": 1.0, "rds_connections": 85.0, "rds_cpu": 24.0, "unhealthy_hosts": 0.0}
+    values = {"alb_requests": 1800.0, "alb_5xx": 1.0, "elb_5xx": 0.5, "rds_connections": 85.0, "rds_cpu": 24.0,
+              "unhealthy_hosts": 0.0}
     for key in n.services:
         backend = key == n.default_service
         values[f"ecs_cpu:{key}"] = 38.0 if backend else 22.0
@@ -606,6 +607,8 @@ def _series(result: SeedResult, values: dict[str, float]) -> list[tuple[str, str
     series += [
         ("AWS/ApplicationELB", "RequestCount", [lb], values["alb_requests"], "Count", "lb"),
         ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", [lb], values["alb_5xx"], "Count", "lb"),
+        # the load balancer's own 5xx (no healthy target, timeouts): per load balancer only
+        ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", [lb], values["elb_5xx"], "Count", "lb"),
         ("AWS/RDS", "DatabaseConnections", cluster, values["rds_connections"], "Count", "db"),
         ("AWS/RDS", "CPUUtilization", cluster, min(values["rds_cpu"], 100.0), "Percent", "db"),
         ("AWS/RDS", "DatabaseConnections", writer, values["rds_connections"] * 0.8, "Count", "w"),

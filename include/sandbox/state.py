@@ -41,6 +41,10 @@ class Faults:
     github_conclusion: str = "success"
     github_delay: float = 3.0
     pagerduty_no_push_user: str | None = None
+    # What the external provider's status page says, whatever the provider's real state: "none"
+    # (operational while the provider fails us: the 待機 path), "minor", "major", "critical"; null:
+    # the truth (major during the external outage, none otherwise).
+    status_page: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -58,6 +62,8 @@ class Faults:
                 if not 400 <= status <= 599:
                     raise FaultsError(f"{key} must be null or an HTTP error status (429, 500, ...), got {status}")
                 changes[key] = status
+        if changes.get("status_page") not in (None, "none", "minor", "major", "critical"):
+            raise FaultsError("status_page must be null or one of none, minor, major, critical")
         if changes.get("github_conclusion", "success") not in ("success", "failure"):
             raise FaultsError("github_conclusion must be 'success' or 'failure'")
         for key in ("slack_count", "pagerduty_count"):

@@ -64,3 +64,27 @@ def test_log_terms(runbook, line: str, scenario: str) -> None:
 def test_naive_now_is_refused(runbook) -> None:
     with pytest.raises(ValueError):
         suggest_scenario(runbook, {}, dt.datetime(2026, 11, 28, 3, 0))
+
+
+def series(metric_id: str, *values: float) -> dict:
+    return {"metric_id": metric_id, "label": metric_id, "values": list(values)}
+
+
+def test_load_balancer_5xx_without_target_5xx_points_at_capacity(runbook) -> None:
+    evidence = {"metrics": {"elb_5xx": series("elb_5xx", 3, 240, 260), "alb_5xx": series("alb_5xx", 0, 4, 2)}}
+    suggestion = suggest_scenario(runbook, evidence, NOW)
+    assert suggestion.scenario == "resource"
+    assert suggestion.reasons["resource"] == [
+        "ロードバランサー自身の5xx が 260、ターゲットの5xx は 4: コードではなく容量・ヘルスチェックの問題"]
+    # no target series at all counts as no target 5xx
+    assert suggest_scenario(runbook, {"metrics": {"elb_5xx": series("elb_5xx", 50)}}, NOW).scenario == "resource"
+
+
+@pytest.mark.parametrize("evidence", [
+    # the targets answer 5xx themselves: the code (or what it calls), not capacity
+    {"metrics": {"elb_5xx": series("elb_5xx", 260), "alb_5xx": series("alb_5xx", 300)}},
+    # a few load-balancer errors are noise
+    {"metrics": {"elb_5xx": series("elb_5xx", 8), "alb_5xx": series("alb_5xx", 0)}},
+])
+def test_load_balancer_5xx_that_is_not_evidence(runbook, evidence: dict) -> None:
+    assert suggest_scenario(runbook, evidence, NOW).scores["resource"] == 0

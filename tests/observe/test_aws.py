@@ -184,6 +184,8 @@ def put_metrics(cloudwatch: Any, environment: Any) -> None:
             {"MetricName": "RequestCount", "Dimensions": lb, "Timestamp": when, "Value": 1000, "Unit": "Count"},
             {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": lb, "Timestamp": when, "Value": 50,
              "Unit": "Count"},
+            {"MetricName": "HTTPCode_ELB_5XX_Count", "Dimensions": lb, "Timestamp": when, "Value": 7,
+             "Unit": "Count"},
         ])
         db = [{"Name": "DBClusterIdentifier", "Value": environment.database.cluster_id}]
         cloudwatch.put_metric_data(Namespace="AWS/RDS", MetricData=[
@@ -208,12 +210,12 @@ def test_fetch_metrics_in_one_call(aws: boto3.session.Session, runbook: Runbook)
 
     json.dumps(found)
     assert found["api_calls"] == 1 and len(calls) == 1
-    assert len(calls[0]["MetricDataQueries"]) == 2 * 2 + 4  # per-service ECS metrics once per service
+    assert len(calls[0]["MetricDataQueries"]) == 2 * 2 + 5  # per-service ECS metrics once per service
     series = found["series"]
     assert set(series) == {
         "ecs_cpu_peoplebooster_backend", "ecs_cpu_peoplebooster_frontend",
         "ecs_memory_peoplebooster_backend", "ecs_memory_peoplebooster_frontend",
-        "alb_requests", "alb_5xx", "rds_connections", "rds_cpu",
+        "alb_requests", "alb_5xx", "elb_5xx", "rds_connections", "rds_cpu",
     }
     cpu = series["ecs_cpu_peoplebooster_backend"]
     assert cpu["label"] == "ECS CPU (peoplebooster-backend)" and cpu["unit"] == "Percent"
@@ -224,6 +226,12 @@ def test_fetch_metrics_in_one_call(aws: boto3.session.Session, runbook: Runbook)
     assert series["ecs_memory_peoplebooster_frontend"]["values"] == [10.0] * 5
     assert series["alb_5xx"]["dimensions"] == {"LoadBalancer": env.load_balancer}
     assert series["alb_5xx"]["values"] == [50.0] * 5
+    # the load balancer's own 5xx beside the targets', each with its Japanese name for the highlights
+    assert series["elb_5xx"]["metric"] == "HTTPCode_ELB_5XX_Count" and series["elb_5xx"]["values"] == [7.0] * 5
+    assert series["elb_5xx"]["dimensions"] == {"LoadBalancer": env.load_balancer}
+    assert (series["alb_5xx"]["label_ja"], series["elb_5xx"]["label_ja"]) == ("ALB 5xx（ターゲット）",
+                                                                            "ALB 5xx（ロードバランサー自身）")
+    assert cpu["label_ja"] == "ECS CPU（peoplebooster-backend）"
     assert series["rds_connections"]["dimensions"] == {"DBClusterIdentifier": "peoplebooster-production-db"}
     assert series["rds_cpu"]["values"] == [35.0] * 5
     ids = [q["Id"] for q in calls[0]["MetricDataQueries"]]

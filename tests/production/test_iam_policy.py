@@ -45,6 +45,8 @@ IMPLIED = {
     "ecs:RegisterTaskDefinition": {"iam:PassRole"},
 }
 PERMISSION_ONLY = {"iam:PassRole"}  # IAM actions that are no API operation
+# Services whose actions take no resource ARN at all: "*" is the only Resource IAM accepts for them.
+NO_RESOURCE_LEVEL = {"support"}
 BOTO_NAMES = {prefix: name for name, prefix in IAM_PREFIXES.items()}
 READ_ONLY = re.compile(r"^[a-z0-9-]+:(Describe|List|Get|Filter)[A-Za-z]*$")
 
@@ -73,7 +75,8 @@ class FinishedRunGitHub:
     def list_workflow_runs(self, repository: str, workflow: str, **_: Any) -> list[dict[str, Any]]:
         return list(self.runs)
 
-    def dispatch_workflow(self, repository: str, workflow: str, ref: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    def dispatch_workflow(self, repository: str, workflow: str, ref: str, inputs: dict[str, Any],
+                          **_: Any) -> dict[str, Any]:
         run = {"id": 1000 + len(self.runs), "status": "completed", "conclusion": "success",
                "html_url": f"https://github.com/{repository}/actions/runs/{1000 + len(self.runs)}",
                "display_title": "rollback", "created_at": "2026-01-05T01:00:00Z"}
@@ -121,7 +124,7 @@ def recorded(moto_env: None, runbook: Runbook, tmp_path: Path, httpserver: HTTPS
     clients = Clients.from_session(session, region_name=REGION, github=FinishedRunGitHub(),
                                    http=HttpClient("", policy=RetryPolicy(attempts=1)))
     clients.sleep = lambda _seconds: None
-    for name in ("ecs", "rds", "ssm", "elbv2", "ec2", "logs", "cloudwatch"):
+    for name in ("ecs", "rds", "ssm", "elbv2", "ec2", "logs", "cloudwatch", "support"):
         record_aws_calls(getattr(clients, name), str(log))
 
     # Phases 1-2: confirm and investigate (read only)
@@ -137,12 +140,12 @@ def recorded(moto_env: None, runbook: Runbook, tmp_path: Path, httpserver: HTTPS
     ran = []
     order = ["github_rollback", "ecs_rollback", "ecs_scale_out", "ecs_scale_up", "ecs_force_deployment",
              "rds_failover", "rds_restore_snapshot", "external_status_check", "set_feature_flag",
-             "isolate_service", "restore_service"]
+             "isolate_service", "restore_service", "aws_support_case"]
     assert set(order) == set(ACTION_FUNCTIONS), "a new module: add it to this order"
     for action in order:
         for step in steps.get(action) or [{"action": action, "params": {}}]:
             params = step_params(runbook, "production", step, incident_id=INCIDENT, confirm=True,
-                                 since="2026-01-05T09:00:00+09:00")
+                                 since="2026-01-05T09:00:00+09:00", severity="P1")
             if action == "external_status_check":
                 params["url"] = httpserver.url_for("/api/v2/status.json")
             if action == "rds_restore_snapshot":
@@ -196,8 +199,10 @@ def test_resources_are_scoped_to_the_account_region_and_inventory(runbook: Runbo
         actions = as_list(statement["Action"])
         for resource in as_list(statement["Resource"]):
             if resource == "*":
-                # only what AWS cannot scope (Describe/List/GetMetricData), or a write held by a condition
-                assert all(READ_ONLY.match(a) for a in actions) or statement.get("Condition"), statement["Sid"]
+                # only what AWS cannot scope (Describe/List/GetMetricData, a service without
+                # resource-level permissions), or a write held by a condition
+                unscoped = all(READ_ONLY.match(a) or a.split(":")[0] in NO_RESOURCE_LEVEL for a in actions)
+                assert unscoped or statement.get("Condition"), statement["Sid"]
                 continue
             arn = resource.split(":", 5)
             assert len(arn) == 6 and arn[0:2] == ["arn", "aws"], resource

@@ -319,6 +319,41 @@ def test_status_page_and_clear(sb: Sandbox) -> None:
     assert health(sb)[0] == 200
 
 
+def test_a_status_page_that_still_says_operational(sb: Sandbox) -> None:
+    """Both external paths: the page says operational while the provider fails us (待機), the
+    provider recovers by itself, or the page starts reporting the outage (the fallback)."""
+    sb.client.break_scenario("external")
+    sb.client.set_faults(status_page="none")
+    assert get(sb, "/status/api/v2/status.json").json()["status"] == {"indicator": "none",
+                                                                      "description": "All Systems Operational"}
+    assert health(sb)[0] == 503  # the provider fails us all the same
+    summary = get(sb, "/status/api/v2/summary.json").json()
+    assert summary["components"][0]["status"] == "operational" and summary["incidents"] == []
+    sb.client.set_faults(status_page=None)  # the page catches up with the truth
+    assert get(sb, "/status/api/v2/status.json").json()["status"]["indicator"] == "major"
+    sb.client.set_faults(status_page="minor")
+    assert get(sb, "/status/api/v2/summary.json").json()["components"][0]["status"] == "degraded_performance"
+    sb.client.clear_scenario("external")
+    assert health(sb)[0] == 200
+    with pytest.raises(RuntimeError, match="status_page must be"):
+        sb.client.set_faults(status_page="purple")
+
+
+def test_resource_break_is_the_load_balancers_5xx(sb: Sandbox, aws: Aws, runbook: Any) -> None:
+    """Too few healthy targets: the load balancer's own 5xx, hardly any from the targets."""
+    env = runbook.environment(ENV)
+    sb.client.break_scenario("resource")
+    now = dt.datetime.now(dt.UTC)
+    lb = [{"Name": "LoadBalancer", "Value": env.load_balancer}]
+    queries = [{"Id": ident, "MetricStat": {"Metric": {"Namespace": "AWS/ApplicationELB", "MetricName": metric,
+                                                       "Dimensions": lb}, "Period": 60, "Stat": "Sum"}}
+               for ident, metric in (("elb", "HTTPCode_ELB_5XX_Count"), ("target", "HTTPCode_Target_5XX_Count"))]
+    answer = aws.cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=now - dt.timedelta(minutes=5),
+                                            EndTime=now + dt.timedelta(minutes=1))
+    peak = {r["Id"]: max(r["Values"]) for r in answer["MetricDataResults"]}
+    assert peak["elb"] > 100 and peak["target"] < peak["elb"] / 10, peak
+
+
 def test_database_break_follows_the_writer(sb: Sandbox, aws: Aws, runbook: Any) -> None:
     sb.client.break_scenario("database")
     state = sb.client.state()["aws"]

@@ -3,23 +3,27 @@
 The incident DAG runs one step per task through `run_step`; the break-glass command line runs a
 whole scenario through `run_playbook`. Both go through the same step parameters (inventory + the
 step's params + guard rails, `incident_ops.actions.registry.step_params`) and the same fallback
-rule: a step that fails and names a `fallback` runs that step next.
+rule: a step that fails and names a `fallback` runs that step next. A step with `when:` runs only
+when `incident_ops.core.recovery.decide_step` says so (the DAG decides in a task of its own).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from incident_ops.actions.base import DESTRUCTIVE_ACTIONS, ActionError, GuardRailError, Result
 from incident_ops.actions.registry import Clients, run_action, step_params
+from incident_ops.core.recovery import decide_step, needs_health
 from incident_ops.core.runbook import Runbook, Step
 
 __all__ = ["DESTRUCTIVE_ACTIONS", "run_playbook", "run_step", "step_report"]
 
 
-def step_report(step: Step, result: Result | None, *, error: str | None = None, skipped: str | None = None) -> dict[str, Any]:
-    """One step's outcome in the shape the CLI, XCom and the postmortem use."""
+def step_report(step: Step, result: Result | None, *, error: str | None = None, skipped: str | None = None,
+                refused: bool = False) -> dict[str, Any]:
+    """One step's outcome in the shape the CLI, XCom and the postmortem use. `refused`: a guard rail
+    refused it (the runbook's limit, not a failure of the service)."""
     if result is None:
         return {
             "step": step.id,
@@ -32,6 +36,7 @@ def step_report(step: Step, result: Result | None, *, error: str | None = None, 
             "message": skipped or error or "",
             "details": {},
             "check_mode": None,
+            **({"refused": True} if refused else {}),
         }
     return {
         "step": step.id,
@@ -59,15 +64,16 @@ def _attempt(
     since: str | None,
     confirm: bool,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    severity: str | None = None,
 ) -> dict[str, Any]:
     params = step_params(runbook, environment, step, service=service, incident_id=incident_id, since=since,
-                         confirm=confirm)
+                         confirm=confirm, severity=severity)
     # Endpoint overrides from the connections (e.g. the external status page of a stand-in).
     params.update((overrides or {}).get(step.action, {}))
     try:
         result = run_action(step.action, clients, params, check_mode)
     except GuardRailError as exc:
-        return step_report(step, None, error=f"refused by guard rail: {exc}")
+        return step_report(step, None, error=f"refused by guard rail: {exc}", refused=True)
     except ActionError as exc:
         return step_report(step, None, error=f"failed: {exc}")
     return step_report(step, result)
@@ -86,12 +92,13 @@ def run_step(
     since: str | None = None,
     confirm: bool = False,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    severity: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run one step and, if it failed and names a fallback, the fallback; the reports in order."""
     plan = runbook.scenario(scenario)
     step = plan.step(step_id)
     kwargs = {"check_mode": check_mode, "service": service, "incident_id": incident_id, "since": since,
-              "confirm": confirm, "overrides": overrides}
+              "confirm": confirm, "overrides": overrides, "severity": severity}
     reports = [_attempt(runbook, environment, step, clients, **kwargs)]
     seen = {step.id}
     while not reports[-1]["ok"] and step.fallback and step.fallback not in seen:
@@ -114,11 +121,17 @@ def run_playbook(
     include_optional: bool = False,
     since: str | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    severity: str | None = None,
+    health: Callable[[], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Every main step of `scenario` in order; optional steps only with `include_optional`.
 
     `ok` is False when a step's last attempt (after its fallback) failed; the steps after it still
-    run only in check mode (a dry run reports everything it would do).
+    run only in check mode (a dry run reports everything it would do), except those whose `when:`
+    is about a failure (a ladder's next rung, a support case). A step with `when:` runs when
+    `decide_step` says so; `health()` answers {"healthy": bool} after the rung before a
+    `still_unhealthy` step (without it such a step is offered: nothing says the service healed).
+    A `wait` step checks once here: waiting is the DAG's (or the person's) part.
     """
     runbook.environment(environment)
     plan = runbook.scenario(scenario)
@@ -128,12 +141,18 @@ def run_playbook(
         if step.optional and not include_optional:
             steps.append(step_report(step, None, skipped="optional step: not requested (--include-optional)"))
             continue
-        if not ok and not check_mode:
+        if step.when is not None:
+            observed = (health() if health is not None else {"healthy": False}) if needs_health(step) and not check_mode else None
+            decision = decide_step(runbook, scenario, step.id, steps, health=observed, check_mode=check_mode)
+            if not decision.run:
+                steps.append(step_report(step, None, skipped=decision.reason))
+                continue
+        elif not ok and not check_mode:
             steps.append(step_report(step, None, error="not run: an earlier step failed"))
             continue
         reports = run_step(runbook, environment, scenario, step.id, clients, check_mode=check_mode,
                            incident_id=incident_id, service=service, since=since, confirm=confirm,
-                           overrides=overrides)
+                           overrides=overrides, severity=severity)
         steps.extend(reports)
         ok = ok and reports[-1]["ok"]
     return {

@@ -18,13 +18,29 @@ from typing import Any
 
 from botocore.config import Config
 
-from incident_ops.actions import ecs, external, flags, github, rds, security
+from incident_ops.actions import ecs, external, flags, github, rds, security, support
 from incident_ops.actions.base import ActionError, Result
 from incident_ops.core.runbook import Runbook, Step
 
-__all__ = ["ACTION_FUNCTIONS", "AWS_SERVICES", "Clients", "aws_client_config", "run_action", "step_params"]
+__all__ = [
+    "ACTION_FUNCTIONS",
+    "AWS_CLIENT_REGIONS",
+    "AWS_SERVICES",
+    "Clients",
+    "aws_client_config",
+    "aws_client_region",
+    "run_action",
+    "step_params",
+]
 
-AWS_SERVICES = ("ecs", "rds", "ssm", "elbv2", "ec2", "logs", "cloudwatch")
+AWS_SERVICES = ("ecs", "rds", "ssm", "elbv2", "ec2", "logs", "cloudwatch", "support")
+# Services served from one region whatever the environment's (AWS Support: us-east-1 only).
+AWS_CLIENT_REGIONS = {"support": support.SUPPORT_REGION}
+
+
+def aws_client_region(name: str, region: str | None) -> str | None:
+    """The region a client of service `name` must use (the environment's, except for global APIs)."""
+    return AWS_CLIENT_REGIONS.get(name, region)
 
 
 def aws_client_config(**overrides: Any) -> Config:
@@ -43,6 +59,7 @@ class Clients:
     ec2: Any = None
     logs: Any = None
     cloudwatch: Any = None
+    support: Any = None
     github: Any = None
     http: Any = None
     sleep: Callable[[float], None] = time.sleep
@@ -57,7 +74,8 @@ class Clients:
             session = boto3.session.Session(region_name=region_name)
         config = aws_client_config()
         made = {
-            name: session.client(name, region_name=region_name, endpoint_url=endpoint_url, config=config)
+            name: session.client(name, region_name=aws_client_region(name, region_name), endpoint_url=endpoint_url,
+                                 config=config)
             for name in AWS_SERVICES
         }
         return cls(**made, **others)
@@ -104,6 +122,10 @@ def _external_status_check(clients: Clients, params: dict[str, Any], check_mode:
     return external.external_status_check(clients.http, params, check_mode)
 
 
+def _aws_support_case(clients: Clients, params: dict[str, Any], check_mode: bool) -> Result:
+    return support.aws_support_case(clients.need("support", "aws_support_case"), params, check_mode)
+
+
 ACTION_FUNCTIONS: dict[str, ActionFunction] = {
     "ecs_scale_out": _ecs_scale_out,
     "ecs_scale_up": _ecs_scale_up,
@@ -116,10 +138,11 @@ ACTION_FUNCTIONS: dict[str, ActionFunction] = {
     "external_status_check": _external_status_check,
     "isolate_service": security.isolate_service,
     "restore_service": security.restore_service,
+    "aws_support_case": _aws_support_case,
 }
 
 # Inventory keys a step's YAML params may not override (guard rails come from the environment).
-_PROTECTED = ("allow_remediation", "max_desired_count", "min_desired_count", "environment", "incident_id")
+_PROTECTED = ("allow_remediation", "max_desired_count", "min_desired_count", "environment", "incident_id", "severity")
 
 
 def run_action(name: str, clients: Clients, params: dict[str, Any], check_mode: bool) -> Result:
@@ -133,10 +156,12 @@ def run_action(name: str, clients: Clients, params: dict[str, Any], check_mode: 
 
 
 def step_params(runbook: Runbook, environment_name: str, step: Step | dict[str, Any], *, service: str | None = None,
-                incident_id: str, since: str | None = None, confirm: bool = False) -> dict[str, Any]:
+                incident_id: str, since: str | None = None, confirm: bool = False,
+                severity: str | None = None) -> dict[str, Any]:
     """The params a module gets for `step`: inventory values, then the step's params, then guard rails.
 
     `service` is the short name (backend) or the ECS name; default: the environment's default service.
+    `severity` is the incident's (P1-P4; the AWS Support case's severity code comes from it).
     """
     env = runbook.environment(environment_name)
     svc = env.service(service)
@@ -152,6 +177,8 @@ def step_params(runbook: Runbook, environment_name: str, step: Step | dict[str, 
     base: dict[str, Any] = {"region": env.region, "confirm": confirm}
     if since is not None:
         base["since"] = since
+    if severity is not None:
+        guard["severity"] = severity
     if action.startswith("ecs_"):
         base.update(cluster=env.cluster, service=svc.ecs_service)
     elif action == "github_rollback":

@@ -11,7 +11,7 @@ from typing import Any
 
 from incident_ops.actions.base import DESTRUCTIVE_ACTIONS
 from incident_ops.cli.main import EXIT_OK, CommandFailed, command
-from incident_ops.core.runbook import SCENARIOS, Runbook
+from incident_ops.core.runbook import SCENARIOS, SEVERITIES, Runbook
 
 EXIT_STEP_FAILED = 1
 
@@ -34,6 +34,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help=f"approve destructive steps ({', '.join(sorted(DESTRUCTIVE_ACTIONS))}); refused without it",
     )
     parser.add_argument("--include-optional", action="store_true", help="also run the scenario's optional steps")
+    parser.add_argument("--severity", choices=SEVERITIES, default=None,
+                        help="the incident's severity (the AWS Support case's severity code comes from it)")
 
 
 def _text(report: dict[str, Any]) -> str:
@@ -67,6 +69,7 @@ def playbook(args: argparse.Namespace, runbook: Runbook) -> tuple[dict[str, Any]
             include_optional=args.include_optional,
             since=args.since,
             overrides=services.settings.action_overrides(),
+            severity=args.severity,
         )
     except (ValueError, KeyError):
         raise  # bad input: exit 2

@@ -1,7 +1,8 @@
 """Phase 2's conclusion: which recovery scenario the evidence points to, and why.
 
 Each scenario's `signals` in the runbook say what evidence suggests it (a recent deploy, log terms,
-alarms in ALARM, metrics above a threshold). The score is a plain sum so the reasons can be shown to
+alarms in ALARM, metrics above a threshold, the load balancer's own 5xx without the targets' 5xx —
+requests that never reached a healthy target: capacity or health, not the code). The score is a plain sum so the reasons can be shown to
 the person who confirms the scenario; no evidence at all gives no suggestion.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from incident_ops.core.runbook import SCENARIOS, Runbook
 
-__all__ = ["Suggestion", "suggest_scenario"]
+__all__ = ["Suggestion", "lb_only_5xx", "suggest_scenario"]
 
 # Weights: a deploy in the window or a metric past its threshold is strong evidence; a log term
 # is weaker (the same words appear in many failures), an alarm the runbook ties to the scenario sits between.
@@ -73,6 +74,20 @@ def _metric_peak(evidence: Mapping[str, Any], metric_id: str) -> tuple[float, st
     return peak
 
 
+def lb_only_5xx(evidence: Mapping[str, Any], rule: Any) -> str | None:
+    """The reason when the load balancer's own 5xx peak is above `rule.above` while the targets'
+    5xx peak stays under `rule.max_target_share` of it (none at all counts as 0); else None."""
+    lb = _metric_peak(evidence, rule.lb_metric)
+    if lb is None or lb[0] <= rule.above:
+        return None
+    targets = _metric_peak(evidence, rule.target_metric)
+    target_peak = targets[0] if targets is not None else 0.0
+    if target_peak > lb[0] * rule.max_target_share:
+        return None
+    return (f"ロードバランサー自身の5xx が {lb[0]:g}、ターゲットの5xx は {target_peak:g}: "
+            "コードではなく容量・ヘルスチェックの問題")
+
+
 def suggest_scenario(runbook: Runbook, evidence: Mapping[str, Any], now: dt.datetime) -> Suggestion:
     """Score every scenario against the evidence; the highest positive score is the suggestion.
 
@@ -116,6 +131,11 @@ def suggest_scenario(runbook: Runbook, evidence: Mapping[str, Any], now: dt.date
             if peak is not None and peak[0] > threshold:
                 score += WEIGHT_METRIC
                 why.append(f"{peak[1]} が {peak[0]:g} (閾値 {threshold:g})")
+        if signals.lb_5xx_only is not None:
+            reason = lb_only_5xx(evidence, signals.lb_5xx_only)
+            if reason:
+                score += WEIGHT_METRIC
+                why.append(reason)
         scores[name] = score
         reasons[name] = why
     best = max(SCENARIOS, key=lambda name: (scores[name], -SCENARIOS.index(name)))

@@ -61,7 +61,12 @@ EVENT_LABELS: dict[str, str] = {
     "task_failed": "自動処理の失敗",
     "trigger_failed": "起動失敗",
     "alarm_ok": "アラーム正常化",
+    "time_box": "時間枠超過",
     "alarm_insufficient_data": "アラーム データ不足",
+    "step_decision": "判断",
+    "step_skipped": "見送り",
+    "scenario_notice": "連絡",
+    "status_update": "外部サービス状況",
 }
 
 ACTOR_LABELS: dict[str, str] = {
@@ -144,8 +149,18 @@ def _restore(report: Mapping[str, Any]) -> tuple[str, list[str]]:
     return "スナップショットから新しいデータベースを復元", [f"復元先 {target}"] if target else []
 
 
+_WAIT_OUTCOMES = {"recovered": "待機中に復旧", "outage": "待機中に障害を確認", "timeout": "待機の上限に到達",
+                  "check_mode": "待機なし（チェックモード）"}
+
+
 def _status_check(report: Mapping[str, Any]) -> tuple[str, list[str]]:
     details = report.get("details") or {}
+    if details.get("wait_outcome"):
+        facts = [_WAIT_OUTCOMES.get(str(details["wait_outcome"]), str(details["wait_outcome"]))]
+        if details.get("waited_minutes") is not None:
+            minutes = float(details["waited_minutes"])
+            facts.append(f"{minutes:.0f}分" if minutes >= 1 else "1分未満")
+        return "外部サービスの復旧を待機し、ステータスページを定期確認", facts
     if "operational" not in details:
         return "外部サービスのステータスページを確認", []
     if details.get("indicator") == "unreachable":
@@ -175,6 +190,15 @@ def _force_deployment(report: Mapping[str, Any]) -> tuple[str, list[str]]:
     return "ECS サービスを再デプロイ（タスクの入れ替え）", []
 
 
+def _support_case(report: Mapping[str, Any]) -> tuple[str, list[str]]:
+    details = report.get("details") or {}
+    case = details.get("case_id") or _get(report, "after", "case_id")
+    facts = [f"ケース {case}"] if case else []
+    if details.get("severity_code"):
+        facts.append(f"重要度 {details['severity_code']}")
+    return "AWS サポートにケースを起票", facts
+
+
 _ACTIONS: dict[str, Callable[[Mapping[str, Any]], tuple[str, list[str]]]] = {
     "github_rollback": _rollback_run,
     "ecs_rollback": _ecs_rollback,
@@ -187,6 +211,7 @@ _ACTIONS: dict[str, Callable[[Mapping[str, Any]], tuple[str, list[str]]]] = {
     "isolate_service": _isolate,
     "restore_service": _restore_service,
     "ecs_force_deployment": _force_deployment,
+    "aws_support_case": _support_case,
 }
 
 _READ_ONLY = frozenset({"external_status_check"})

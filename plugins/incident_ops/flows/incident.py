@@ -36,6 +36,7 @@ __all__ = [
     "load",
     "notify_responders",
     "open_incident",
+    "record_preset_scenario",
     "write_postmortem",
 ]
 
@@ -328,6 +329,19 @@ def current_response_deadline(incident: dict[str, Any]) -> dt.datetime:
     return response_deadline(load(), record["severity"], _aware(record["detected_at"]))
 
 
+def record_preset_scenario(incident: dict[str, Any], scenario: str | None, *, suggested: bool) -> None:
+    """The scenario decided without asking (given in the form, or a dry run's suggestion; None: manual):
+    the same `scenario_chosen` event a person's choice records, which ends Phase 2's time box."""
+    chosen = scenario or "manual"
+    plan = load().scenarios.get(scenario) if scenario else None
+    label = plan.label if plan else "手動対応（自動復旧なし）"
+    how = "提案どおり（チェックモード）" if suggested else "起動時の指定"
+    Ledger().record_event(incident["id"], at=_now(), kind="scenario_chosen", actor="incident_ops",
+                          message=f"シナリオ: {label}（{how}）",
+                          data={"chosen": chosen, "by": None, "timed_out": False, "preset": True},
+                          idempotency_key="scenario_chosen")
+
+
 def escalate_unacknowledged(incident: dict[str, Any]) -> dict[str, Any]:
     """Past the response-start target with nobody acknowledging: notice in the channel + next level."""
     if acknowledgement(incident):
@@ -485,7 +499,7 @@ def _highlights(evidence: dict[str, Any]) -> list[str]:
     for series in (evidence.get("metrics") or {}).values():
         values = series.get("values") or []
         if values:
-            lines.append(f"{series.get('label')}: 最大 {max(values):g}")
+            lines.append(f"{series.get('label_ja') or series.get('label')}: 最大 {max(values):g}")
     sentry = evidence.get("sentry") or {}
     if sentry.get("new") or sentry.get("spiking"):
         lines.append(f"Sentry: 新規 {len(sentry.get('new') or [])}件 / 急増 {len(sentry.get('spiking') or [])}件")

@@ -214,9 +214,9 @@ def fetch_metrics(cloudwatch: Any, metric_specs: Iterable[Any], environment: Any
     or when CloudWatch pages the answer).
 
     `metric_specs`: the environment's `metrics` (MetricSpec models or dicts with id, label,
-    namespace, metric, stat, unit, per_service). per_service metrics are fetched once per ECS
+    namespace, metric, stat, unit, per_service, label_ja). per_service metrics are fetched once per ECS
     service (ClusterName/ServiceName); ALB ones by LoadBalancer; RDS ones by DBClusterIdentifier
-    (DBInstanceIdentifier without a cluster). Returns {"series": {id: {label, unit, metric,
+    (DBInstanceIdentifier without a cluster). Returns {"series": {id: {label, label_ja, unit, metric,
     namespace, dimensions, service, stat, metric_id (the spec's id), timestamps, values}}, "api_calls", "start", "end", "period"}.
     """
     end = _aware(end)
@@ -232,9 +232,12 @@ def fetch_metrics(cloudwatch: Any, metric_specs: Iterable[Any], environment: Any
                 n += 1
                 ident = f"{base}_{n}"
             label = f"{_get(spec, 'label')} ({service})" if service else str(_get(spec, "label"))
+            label_ja = _get(spec, "label_ja") or _get(spec, "label")
             dims = _dimensions(spec, environment, service)
             series[ident] = {
-                "metric_id": _get(spec, "id"), "label": label, "unit": _get(spec, "unit"), "metric": _get(spec, "metric"),
+                "metric_id": _get(spec, "id"), "label": label,
+                "label_ja": f"{label_ja}（{service}）" if service else str(label_ja),
+                "unit": _get(spec, "unit"), "metric": _get(spec, "metric"),
                 "namespace": _get(spec, "namespace"), "stat": _get(spec, "stat"), "service": service,
                 "dimensions": {d["Name"]: d["Value"] for d in dims}, "timestamps": [], "values": [],
             }

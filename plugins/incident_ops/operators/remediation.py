@@ -49,6 +49,7 @@ class RemediationOperator(BaseOperator):
         from incident_ops.core import narrative
         from incident_ops.core.ledger import Ledger
         from incident_ops.flows.incident import load, services_for
+        from incident_ops.flows.recovery import step_context
 
         runbook = load()
         check_mode = self._flag(self.check_mode)
@@ -58,9 +59,13 @@ class RemediationOperator(BaseOperator):
         ledger = Ledger()
         incident = ledger.get(self.incident_id)
         services = services_for(self.environment)
+        # Endpoints from the connections, and what the incident tells a step (a support case's text).
+        overrides = services.settings.action_overrides()
+        for action, extra in step_context(incident, self.scenario, self.step_id).items():
+            overrides[action] = {**overrides.get(action, {}), **extra}
         reports = run_step(
             runbook, self.environment, self.scenario, self.step_id, services.clients(),
-            overrides=services.settings.action_overrides(),
+            overrides=overrides, severity=incident.get("severity"),
             check_mode=check_mode, incident_id=self.incident_id, service=self.service,
             since=incident["detected_at"].isoformat() if incident.get("detected_at") else None, confirm=confirm,
         )
