@@ -32,7 +32,7 @@ __all__ = [
     "record_aws_calls",
 ]
 
-# The variables `ServiceSettings.from_env` reads (documented in the README).
+# The variables `ServiceSettings.from_env` reads (documented in docs/operations.md, "Break glass").
 ENV_VARIABLES: dict[str, str] = {
     "AWS_ENDPOINT_URL": "AWS endpoint override (boto3's own variable; e.g. a moto server)",
     "SLACK_TOKEN": "Slack bot token",
