@@ -283,3 +283,23 @@ def test_playbook_with_aws_unreachable_says_why_and_exits_1(
     out = capsys.readouterr().out
     error = json.loads(out)["error"]
     assert "EndpointConnectionError" in error and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("severity", "at", "work_from", "deadline"),
+    [
+        # A P4 on a Friday evening: work may start Monday 9:00, and the 24 h count from then.
+        ("P4", "2026-12-04T18:30:00+09:00", "2026-12-07T09:00:00+09:00", "2026-12-08T09:00:00+09:00"),
+        # Over the year-end days off (12/29–1/3): the first business day of the year.
+        ("P4", "2026-12-28T20:00:00+09:00", "2027-01-04T09:00:00+09:00", "2027-01-05T09:00:00+09:00"),
+        # A P1 never waits.
+        ("P1", "2026-12-05T03:00:00+09:00", "2026-12-05T03:00:00+09:00", "2026-12-05T03:15:00+09:00"),
+    ],
+)
+def test_route_names_when_work_may_start_and_the_deadline(
+    severity: str, at: str, work_from: str, deadline: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["route", "--severity", severity, "--at", at, "--json"]) == 0
+    response = json.loads(capsys.readouterr().out)["response"]
+    assert (response["work_from"], response["deadline"]) == (work_from, deadline)
+    assert response["deferred"] == (work_from != at)

@@ -211,21 +211,28 @@ def _notification_line(runbook: Runbook, notice: Notification) -> str:
 
 @command("route", "who to notify for a severity at an instant (エスカレーションパス)", _configure_route)
 def route_command(args: argparse.Namespace, runbook: Runbook) -> tuple[Payload, str]:
+    from incident_ops.core.deadlines import response_window
     from incident_ops.core.escalation import route, unacknowledged_route
 
     at = _instant_or_now(args.at)
     routing = unacknowledged_route if args.unacknowledged else route
     notifications = routing(runbook, args.severity, at)
+    window = response_window(runbook, args.severity, at)
     payload = {
         "severity": args.severity,
         "at": _iso(runbook, at),
         "unacknowledged": args.unacknowledged,
+        # When work may start (a P4 outside business hours: the next business day's 9:00) and by
+        # when the response must have started: the same window the notice and the wait use.
+        "response": {"work_from": _iso(runbook, window.work_from), "deadline": _iso(runbook, window.deadline),
+                     "deferred": window.deferred, "target_minutes": window.target_minutes},
         "notifications": [
             {**notice.to_dict(), "not_before": _iso(runbook, notice.not_before)} for notice in notifications
         ],
     }
     header = f"{args.severity}{' (unacknowledged)' if args.unacknowledged else ''} at {_clock(runbook, at)}:"
-    lines = [header, *(_notification_line(runbook, notice) for notice in notifications)]
+    lines = [header, *(_notification_line(runbook, notice) for notice in notifications),
+             f"  response: work from {_clock(runbook, window.work_from)}, started by {_clock(runbook, window.deadline)}"]
     if not notifications:
         lines.append("  (nobody: the runbook lists no notices for this case)")
     return payload, "\n".join(lines)
