@@ -26,10 +26,10 @@ venv: $(STAMP)
 test: venv
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
-# The fast tier (about a minute): ruff, then every test that starts no Airflow, no subprocess and no
+# The fast tier (under a minute, two pytest-xdist workers): ruff, then every test that starts no Airflow, no subprocess and no
 # server (markers in pyproject.toml; tests/conftest.py makes such a test fail here if it is unmarked).
 check: venv lint
-	PYTHONDONTWRITEBYTECODE= INCIDENT_OPS_TEST_TIER=check $(PY) -m pytest -q -m "not slow and not process and not server" $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= INCIDENT_OPS_TEST_TIER=check $(PY) -m pytest -q -n 2 -m "not slow and not process and not server" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check dags plugins tests include bench scripts
