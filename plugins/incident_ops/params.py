@@ -12,7 +12,7 @@ from airflow.sdk import Param
 
 from incident_ops.core.runbook import SCENARIOS, SEVERITIES, Runbook
 
-__all__ = ["AUTO", "incident_params"]
+__all__ = ["AUTO", "incident_params", "rendered_flag"]
 
 # "Decide from the evidence" for the severity and scenario fields.
 AUTO = "auto"
@@ -113,3 +113,10 @@ def incident_params(runbook: Runbook) -> dict[str, Param]:
         ),
     }
     return params
+
+
+def rendered_flag(value: bool | str) -> bool:
+    """A boolean Param as an operator's templated field sees it (`True` or the rendered "True")."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)

@@ -30,6 +30,19 @@ print(json.dumps({"status": status, "out": out.getvalue(), "modules": sorted(sys
 """
 
 
+def _probe(argv: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv)],
+        cwd=PROJECT_ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT / "plugins")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -41,16 +54,7 @@ print(json.dumps({"status": status, "out": out.getvalue(), "modules": sorted(sys
     ids=lambda argv: argv[0],
 )
 def test_read_only_commands_load_no_database_cloud_or_client_library(argv: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(argv)],
-        cwd=PROJECT_ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT / "plugins")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    probe = json.loads(done.stdout)
+    probe = _probe(argv)
     assert probe["status"] == 0
     assert json.loads(probe["out"])  # the command really ran and printed its JSON
     loaded = [name for name in probe["modules"] if any(name == h or name.startswith(h + ".") for h in HEAVY)]
@@ -59,13 +63,4 @@ def test_read_only_commands_load_no_database_cloud_or_client_library(argv: list[
 
 def test_the_playbook_command_still_loads_what_it_needs() -> None:
     # The lazy imports moved into the commands: the break-glass command must still find them.
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(["playbook", "--help"])],
-        cwd=PROJECT_ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT / "plugins")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "--confirm" in json.loads(done.stdout)["out"]
+    assert "--confirm" in _probe(["playbook", "--help"])["out"]

@@ -9,6 +9,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from incident_ops.params import rendered_flag
+
 __all__ = ["StepConditionOperator"]
 
 
@@ -34,12 +36,6 @@ class StepConditionOperator(BaseOperator):
         self.incident_id = incident_id
         self.check_mode = check_mode
 
-    @staticmethod
-    def _flag(value: bool | str) -> bool:
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes")
-        return bool(value)
-
     def execute(self, context: Any) -> dict[str, Any]:
         from incident_ops.core.recovery import needs_health
         from incident_ops.flows.incident import load, services_for
@@ -47,7 +43,7 @@ class StepConditionOperator(BaseOperator):
 
         runbook = load()
         step = runbook.scenario(self.scenario).step(self.step_id)
-        if needs_health(step) and not self._flag(self.check_mode):
+        if needs_health(step) and not rendered_flag(self.check_mode):
             settings = services_for(self.environment).settings
             ladder = runbook.ladder
             self.defer(
@@ -66,7 +62,7 @@ class StepConditionOperator(BaseOperator):
         from incident_ops.flows import recovery
 
         decision = recovery.decide(self.incident_id, self.scenario, self.step_id,
-                                   check_mode=self._flag(self.check_mode), health=health)
+                                   check_mode=rendered_flag(self.check_mode), health=health)
         self.log.info("%s: %s", self.step_id, decision["reason"])
         if not decision["run"]:
             raise AirflowSkipException(decision["reason"])

@@ -8,6 +8,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
 
+from incident_ops.params import rendered_flag
+
 __all__ = ["ScenarioChoiceOperator", "StepApprovalOperator"]
 
 
@@ -71,7 +73,7 @@ class StepApprovalOperator(ApprovalOperator):
         self.check_mode = check_mode
 
     def execute(self, context: Any) -> Any:
-        if str(self.check_mode).strip().lower() in ("1", "true", "yes"):
+        if rendered_flag(self.check_mode):
             self.log.info("check mode: no approval needed, nothing will change")
             return {"chosen_options": [self.APPROVE], "approved_by": "check-mode", "check_mode": True}
         return super().execute(context)

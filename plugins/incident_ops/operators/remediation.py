@@ -9,6 +9,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from incident_ops.params import rendered_flag
+
 __all__ = ["RemediationOperator"]
 
 
@@ -37,12 +39,6 @@ class RemediationOperator(BaseOperator):
         self.check_mode = check_mode
         self.approved_by = approved_by
 
-    @staticmethod
-    def _flag(value: bool | str) -> bool:
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes")
-        return bool(value)
-
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from incident_ops.actions.base import DONE_EARLIER
         from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS, run_step
@@ -52,7 +48,7 @@ class RemediationOperator(BaseOperator):
         from incident_ops.flows.recovery import step_context
 
         runbook = load()
-        check_mode = self._flag(self.check_mode)
+        check_mode = rendered_flag(self.check_mode)
         step = runbook.scenario(self.scenario).step(self.step_id)
         approved_by = self.approved_by if self.approved_by not in (None, "", "None") else None
         confirm = approved_by is not None or step.action not in DESTRUCTIVE_ACTIONS

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from incident_ops.params import rendered_flag
 from incident_ops.triggers.provider_status import ProviderStatusTrigger
 
 __all__ = ["ProviderStatusSensor"]
@@ -36,16 +37,10 @@ class ProviderStatusSensor(BaseOperator):
         self.incident_id = incident_id
         self.check_mode = check_mode
 
-    @staticmethod
-    def _flag(value: bool | str) -> bool:
-        if isinstance(value, str):
-            return value.strip().lower() in ("1", "true", "yes")
-        return bool(value)
-
     def execute(self, context: Any) -> list[dict[str, Any]]:
         from incident_ops.flows import recovery
 
-        if self._flag(self.check_mode):
+        if rendered_flag(self.check_mode):
             return recovery.wait_check_mode(self.incident_id, self.environment, self.scenario, self.step_id)
         plan = recovery.wait_plan(self.incident_id, self.environment, self.scenario, self.step_id)
         self._defer(plan, started_at=plan["started_at"], deadline=plan["deadline"], last_seen=plan["last_seen"])
