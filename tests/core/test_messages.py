@@ -716,3 +716,17 @@ def test_the_postmortem_makes_outside_text_inert_markdown(runbook) -> None:
     assert "\\!\\[x\\](https://evil.example/p.png)" in text
     row = next(line for line in _section(text, "タイムライン") if "evil" in line)
     assert row.count("|") - row.count("\\|") == 5  # four cells, pipes in the text escaped
+
+
+def test_an_alarm_storm_is_one_timeline_row_that_counts_it(runbook) -> None:
+    storm = [{"at": DETECTED + dt.timedelta(seconds=i), "kind": "occurrence", "actor": "cloudwatch",
+              "message": f"同じ事象を再検知しました（{i + 2}件目）"} for i in range(1000)]
+    timeline = [TIMELINE[1], *storm, TIMELINE[0]]
+    rows = _section(_postmortem(runbook, timeline=timeline), "タイムライン")
+    # The acknowledgement at 00:37 came in the middle of the storm: it keeps its place between two counts.
+    assert rows[2:6] == [
+        "| 2026-11-28 00:30 | 検知 | cloudwatch | alarm \\| health-check-failed |",
+        "| 2026-11-28 00:30 | 再検知 | 監視 | 同じ事象を421回再検知（00:30〜00:37、cloudwatch） |",
+        "| 2026-11-28 00:37 | 対応開始 | 田中 太郎 | 対応開始 |",
+        "| 2026-11-28 00:37 | 再検知 | 監視 | 同じ事象を579回再検知（00:37〜00:46、cloudwatch） |",
+    ]

@@ -474,17 +474,43 @@ def _acknowledged_text(runbook: Runbook, incident: Mapping[str, Any], detected: 
 
 
 def _timeline_rows(runbook: Runbook, timeline: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per event in time order; a run of repeated detections (an alarm storm) is one row
+    that counts them, so a thousand deliveries do not bury the timeline."""
     entries = [(_aware(event["at"], "timeline at"), index, event) for index, event in enumerate(timeline)]
     entries.sort(key=lambda item: (item[0], item[1]))
-    return [
-        {
-            "time": _format_datetime(at, runbook.tz),
-            "kind": _cell(narrative.event_label(event.get("kind"))),
-            "actor": _cell(narrative.actor_label(event.get("actor"))),
-            "message": _cell(narrative.event_sentence(runbook, event)),
-        }
-        for at, _, event in entries
-    ]
+    rows: list[dict[str, str]] = []
+    repeats: list[tuple[dt.datetime, Mapping[str, Any]]] = []
+
+    def flush() -> None:
+        if not repeats:
+            return
+        (first, event), last = repeats[0], repeats[-1][0]
+        if len(repeats) == 1:
+            message = narrative.event_sentence(runbook, event)
+        else:
+            span = format_time_jst(first, runbook.tz) + (f"〜{format_time_jst(last, runbook.tz)}" if last != first else "")
+            actors = sorted({narrative.actor_label(e.get("actor")) for _, e in repeats})
+            message = f"同じ事象を{len(repeats)}回再検知（{span}、{'、'.join(actors)}）"
+        rows.append({"time": _format_datetime(first, runbook.tz), "kind": _cell(narrative.event_label("occurrence")),
+                     "actor": _cell(narrative.actor_label(event.get("actor")) if len(repeats) == 1 else "監視"),
+                     "message": _cell(message)})
+        repeats.clear()
+
+    for at, _, event in entries:
+        if event.get("kind") == "occurrence":
+            repeats.append((at, event))
+            continue
+        flush()
+        rows.append(
+            {
+                "time": _format_datetime(at, runbook.tz),
+                "kind": _cell(narrative.event_label(event.get("kind"))),
+                "actor": _cell(narrative.actor_label(event.get("actor"))),
+                "message": _cell(narrative.event_sentence(runbook, event)),
+            }
+        )
+    flush()
+    return rows
 
 
 def _action_rows(runbook: Runbook, actions: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from incident_ops.core import messages
+from incident_ops.core import messages, narrative
 from incident_ops.core.deadlines import response_deadline
 from incident_ops.core.escalation import route
 from incident_ops.core.handoff import format_moment
@@ -120,8 +120,8 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     data = {**report.to_dict(), "from": previous, "to": target, "channel_posts": posts}
     ledger.record_event(
         incident_id, at=now, kind="escalated", actor="incident_ops",
-        message=f"{previous} → {target}: " + (", ".join(
-            f"{r['target']} via {r['via']}: {'ok' if r['ok'] else 'FAILED'}" for r in report.results) or "通知済み"),
+        message=f"{previous} → {target}: " + (narrative.notice_sentence(runbook, report.results)
+                                              if report.results else "通知済み"),
         data=data, idempotency_key=key,
     )
     ledger.update(incident_id, now, escalated_at=now)
