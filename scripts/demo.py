@@ -1,7 +1,10 @@
 """`make demo` / `make demo-once`: the sandbox and Airflow standalone (SQLite), one real incident.
 
 `make demo` injects the P1 "deploy" scenario, sends its alarm the way monitoring would, follows the
-run phase by phase, prints where to look, and keeps everything running until Ctrl-C.
+run phase by phase, prints where to look, and keeps everything running until Ctrl-C. The people
+answer where they are: the on-call engineer acknowledges in PagerDuty (its signed webhook tells
+Airflow) and answers the scenario choice and the approvals with the buttons of their Slack messages
+(`--answer-via ui`: in the Airflow UI's Required Actions instead, through its REST API).
 `make demo-once SCENARIO=... [REPORT=path.json]` does the same unattended and exits 0 only if the
 run succeeded and the service is healthy. Everything started here runs in process groups that are
 stopped on exit (Ctrl-C, SIGTERM or the end of demo-once), and none may survive.
@@ -24,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.airflow_local import ADMIN_PASSWORD_FILE, PROJECT_ROOT  # noqa: E402
-from scripts.incident_runner import SCENARIO_ALARMS, LocalStack, run_incident  # noqa: E402
+from scripts.incident_runner import ANSWER_VIA, SCENARIO_ALARMS, LocalStack, run_incident  # noqa: E402
 
 
 class Interrupted(Exception):
@@ -56,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--once", action="store_true", help="unattended: exit when the incident run ends")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here (with --once)")
     parser.add_argument("--check-mode", action="store_true", help="run the remediation in check mode")
+    parser.add_argument("--answer-via", default="slack", choices=ANSWER_VIA,
+                        help="where the people answer the decisions: Slack buttons (default) or the Airflow UI")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--state", type=Path, default=PROJECT_ROOT / "state" / "demo")
     parser.add_argument("--sandbox-port-base", type=int, default=5055, help="sandbox ports: AWS, HTTP, HTTPS from here")
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Logs       : {args.state / 'logs'}")
         print()
         if not args.no_incident:
-            report = run_incident(stack, args.scenario, check_mode=args.check_mode)
+            report = run_incident(stack, args.scenario, check_mode=args.check_mode, answer_via=args.answer_via)
             ok = report["dag_run_state"] == "success" and (report["healthy"] or args.check_mode)
             status = 0 if ok else 1
             print()
@@ -96,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"({stack.base_url}/dags/incident_response/runs/{report['dag_run_id']})")
             print(f"  service    : {'healthy' if report['healthy'] else 'NOT healthy'}")
             print(f"  Slack      : {len(report['slack_messages'])} messages, PagerDuty: {len(report['pagerduty_events'])} events")
+            print(f"  acknowledged: {report['acknowledged_via'] or 'no'}"
+                  + "".join(f"; webhook {w['event_type']} → {w['status'] or w['error']}" for w in report["pagerduty_webhooks"]
+                            if w["event_type"] == "incident.acknowledged"))
+            for decision in report["decisions"]:
+                fallback = f" (fallback: {decision['fallback']})" if decision.get("fallback") else ""
+                print(f"  decision   : {decision['task_id']} = {decision['option']} via {decision['via']} "
+                      f"by {decision['by']}{fallback}")
             print(f"  postmortem : {report['postmortem']}")
             if args.report:
                 args.report.parent.mkdir(parents=True, exist_ok=True)

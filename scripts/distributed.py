@@ -345,7 +345,8 @@ class DistributedStack:
         process = self.processes["sandbox"] = ManagedProcess(
             "sandbox",
             [sys.executable, "-m", "sandbox", "--state-dir", str(sandbox_state), "--aws-port", str(self.ports["aws"]),
-             "--http-port", str(self.ports["http"]), "--https-port", str(self.ports["https"])],
+             "--http-port", str(self.ports["http"]), "--https-port", str(self.ports["https"]),
+             "--airflow-url", f"http://127.0.0.1:{self.ports['api']}"],
             env, self.log_path("sandbox"),
         ).start()
         deadline = time.monotonic() + 90

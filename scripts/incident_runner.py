@@ -2,11 +2,17 @@
 
 Used by `make demo` (follows one incident, then keeps running), `make demo-once` (unattended, writes
 a JSON report) and the end-to-end tests. People's parts are played through the same interfaces
-people use: the PagerDuty app's acknowledgement (the sandbox's control endpoint) and the Airflow
-REST API for human-in-the-loop answers (scenario choice, approvals), each 2–3 s after the task
-starts waiting, as Airflow needs. The alarm itself arrives the way monitoring sends it: the sandbox,
-acting as Amazon SNS, signs the CloudWatch notification and delivers it to the API server's
-`/incidents/webhooks/sns` (the incident_ops plugin), which opens the incident and starts the run.
+people use: the acknowledgement (`answer_via="slack"`: in the PagerDuty app, the sandbox's control
+endpoint, after which the PagerDuty stand-in sends its signed v3 webhook to the API server's
+`/incidents/webhooks/pagerduty`; `answer_via="ui"`: the incident_acknowledge DAG), and
+the human-in-the-loop answers (scenario choice, approvals), each 2–3 s after the task starts
+waiting, as Airflow needs: with `answer_via="slack"` the on-call engineer clicks the option's button
+on the decision's Slack message (the sandbox signs the interaction and delivers it to
+`/incidents/webhooks/slack`), falling back to the Airflow REST API when no such message appears
+within 20 s; with `answer_via="ui"` through the REST API as the Airflow UI does. The alarm itself
+arrives the way monitoring sends it: the sandbox, acting as Amazon SNS, signs the CloudWatch
+notification and delivers it to the API server's `/incidents/webhooks/sns` (the incident_ops
+plugin), which opens the incident and starts the run.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,17 @@ from scripts.airflow_local import (  # noqa: E402
 DAG_ID = "incident_response"
 # The generic alert webhook's HMAC secret in the local stack (connection incident_webhook).
 SANDBOX_WEBHOOK_SECRET = "sandbox-webhook-secret"
+# The Slack app's signing secret and the PagerDuty v3 subscription's secret the sandbox signs with
+# (connections incident_slack_webhook / incident_pagerduty_webhook; the sandbox's defaults too).
+SANDBOX_SLACK_SIGNING_SECRET = "sandbox-slack-signing-secret"
+SANDBOX_PAGERDUTY_WEBHOOK_SECRET = "sandbox-pagerduty-webhook-secret"
+ANSWER_VIA = ("slack", "ui")
+# How long after a decision starts waiting its Slack message may take to appear, and how long a
+# delivered click may take to reach the task, before the driver answers through the REST API.
+SLACK_MESSAGE_WAIT = 20.0
+SLACK_ANSWER_WAIT = 15.0
+# Airflow fails a task answered under ~1 s after its wait starts: answer no sooner than this.
+ANSWER_AFTER = 2.5
 TERMINAL_RUN_STATES = {"success", "failed"}
 SCENARIO_ALARMS = {
     "deploy": "peoplebooster-production-health-check-failed",
@@ -84,13 +101,17 @@ def sandbox_connections(endpoints: dict[str, Any]) -> dict[str, str]:
 def sandbox_webhook_env(endpoints: dict[str, Any], topic_arn: str, environment: str = "production") -> dict[str, str]:
     """What the webhooks need to accept the sandbox's deliveries, all explicit: the sandbox's topic in
     the allow-list, its HTTPS host:port as an extra certificate host (signatures stay verified), its
-    local CA for that host only, and the generic alert webhook's HMAC secret (connection)."""
+    local CA for that host only, the generic alert webhook's HMAC secret, the Slack app's signing
+    secret and the PagerDuty webhook secret (connections)."""
     return {
         "INCIDENT_OPS_SNS_TOPICS": f"{topic_arn}={environment}",
         "INCIDENT_OPS_SNS_EXTRA_CERT_HOSTS": urlsplit(endpoints["https"]).netloc,
         "INCIDENT_OPS_SNS_EXTRA_CA_BUNDLE": endpoints["ca_bundle"],
         "INCIDENT_OPS_WEBHOOK_VERIFY": "on",
         "AIRFLOW_CONN_INCIDENT_WEBHOOK": json.dumps({"conn_type": "generic", "password": SANDBOX_WEBHOOK_SECRET}),
+        "AIRFLOW_CONN_INCIDENT_SLACK_WEBHOOK": json.dumps({"conn_type": "generic", "password": SANDBOX_SLACK_SIGNING_SECRET}),
+        "AIRFLOW_CONN_INCIDENT_PAGERDUTY_WEBHOOK": json.dumps({"conn_type": "generic",
+                                                               "password": SANDBOX_PAGERDUTY_WEBHOOK_SECRET}),
     }
 
 
@@ -189,9 +210,13 @@ class LocalStack:
         return admin_password(self.state_dir)
 
     def sandbox_command(self) -> list[str]:
+        """The sandbox, delivering as Slack and PagerDuty to this stack's API server (its port is
+        known before the sandbox starts), signed with the secrets Airflow's connections hold."""
         return [sys.executable, "-m", "sandbox", "--state-dir", str(self.state_dir / "sandbox"),
                 "--host", LISTEN_HOST, "--aws-port", str(self.sandbox_ports["aws"]),
-                "--http-port", str(self.sandbox_ports["http"]), "--https-port", str(self.sandbox_ports["https"])]
+                "--http-port", str(self.sandbox_ports["http"]), "--https-port", str(self.sandbox_ports["https"]),
+                "--airflow-url", self.base_url, "--slack-signing-secret", SANDBOX_SLACK_SIGNING_SECRET,
+                "--pagerduty-webhook-secret", SANDBOX_PAGERDUTY_WEBHOOK_SECRET]
 
     def airflow_command(self) -> list[str]:
         return local_airflow_command(self.port)
@@ -273,6 +298,10 @@ def incident_conf(scenario: str, *, check_mode: bool = False, choose_in_ui: bool
     }
 
 
+def _ok(delivery: dict[str, Any]) -> bool:
+    return delivery.get("status") is not None and 200 <= delivery["status"] < 300
+
+
 def follow_run(
     stack: LocalStack,
     run_id: str,
@@ -282,16 +311,34 @@ def follow_run(
     timeout: float = 900,
     say: Callable[[str], None] = print,
     acknowledge: bool = True,
+    answer_via: str = "ui",
+    unanswered: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Poll the run; play the people's parts; return the final run and task states.
+    """Poll the run; play the people's parts; return the final run and task states, how each
+    decision was answered (`decisions`: task_id, option, via "slack"|"ui", by) and how the incident
+    was acknowledged (`acknowledged_via`: "pagerduty" (in the app; its webhook follows), "ui" (the
+    incident_acknowledge DAG: the UI path, or an incident that paged nobody) or None).
 
-    `acknowledge=False`: nobody starts the response (the escalation path)."""
+    `acknowledge=False`: nobody starts the response (the escalation path). `unanswered`: decisions
+    (task ids, or their last part: `choose_scenario`) nobody answers, so their timeout policy acts.
+    `answer_via="slack"`: the
+    on-call engineer answers each decision with its button in Slack (the REST API when no message
+    for it appears within SLACK_MESSAGE_WAIT s, or the click does not reach the task); "ui": the
+    REST API, as the Airflow UI's Required Actions do."""
+    if answer_via not in ANSWER_VIA:
+        raise ValueError(f"answer_via must be one of {', '.join(ANSWER_VIA)}, got {answer_via!r}")
     api = api_for(stack)
     sandbox = stack.sandbox_client()
     seen: dict[str, str] = {}
     waiting_since: dict[str, float] = {}
     answered: dict[Any, set[str]] = {}
     acknowledged = False
+    acknowledged_via: str | None = None
+    decisions: list[dict[str, Any]] = []
+    clicks: dict[str, dict[str, Any]] = {}  # "<task_id>#<try>" -> the click and its decision record
+    responder: dict[str, Any] | None = None
+    if answer_via == "slack":
+        responder = sandbox.oncall_person()  # the rotation's engineer: a roster member with a Slack id
     deadline = time.monotonic() + timeout
     incident_id = None
     run: dict[str, Any] = {}
@@ -311,33 +358,79 @@ def follow_run(
             say(f"  incident {incident_id}")
         if acknowledge and incident_id and not acknowledged and seen.get("detect.notify_responders") == "success":
             time.sleep(2)
-            if any(i.get("dedup_key") == incident_id for i in sandbox.pagerduty_incidents()):
-                sandbox.acknowledge(incident_id, user="PTANAKA")
-                say("  (PagerDuty: the on-call engineer acknowledged in the app)")
-            else:  # P3/P4 page nobody: a person starts the response from the Airflow UI instead
+            # With answer_via="ui" the people act in the Airflow UI, acknowledging too (as this driver
+            # always did: it looked for the page under a key the stand-in does not have).
+            paged = answer_via == "slack" and any(i.get("incident_key") == incident_id for i in sandbox.pagerduty_incidents())
+            if paged:
+                pd_user = responder["pagerduty_user_id"] if responder and responder.get("pagerduty_user_id") else "PTANAKA"
+                sandbox.acknowledge(incident_id, user=pd_user)
+                acknowledged_via = "pagerduty"
+                say("  (PagerDuty: the on-call engineer acknowledged in the app; its webhook tells Airflow)")
+            else:  # the UI path, or P3/P4 paged nobody: a person starts the response from the Airflow UI
                 api.trigger("incident_acknowledge", {"incident_id": incident_id, "responder": "田中 太郎"})
+                acknowledged_via = "ui"
                 say("  (Airflow UI: a person triggered incident_acknowledge)")
             acknowledged = True
         for detail in api.pending_hitl(DAG_ID, run_id):
             ti = detail.get("task_instance") or detail
             task_id = ti.get("task_id")
-            waiting = waiting_since.get(f"{task_id}#{ti.get('try_number')}")
-            if waiting is None or time.monotonic() - waiting < 2.5 or task_id in answered.get(ti.get("try_number"), ()):
+            key = f"{task_id}#{ti.get('try_number')}"
+            waiting = waiting_since.get(key)
+            if waiting is None or time.monotonic() - waiting < ANSWER_AFTER or task_id in answered.get(ti.get("try_number"), ()):
+                continue
+            if task_id in unanswered or task_id.rsplit(".", 1)[-1] in unanswered:
                 continue
             options = detail.get("options") or []
             if task_id.endswith("choose_scenario"):
                 chosen = [next(o for o in options if o.startswith(f"{scenario}:"))]
             else:
                 chosen = ["Approve" if approve else "Reject"]
-            api.answer_hitl(DAG_ID, run_id, task_id, chosen)
+            fallback = None
+            if answer_via == "slack" and responder is not None:
+                click = clicks.get(key)
+                if click is None:
+                    button = sandbox.decision_button(task_id, chosen[0], run_id=run_id, map_index=ti.get("map_index", -1))
+                    if button is None:
+                        if time.monotonic() - waiting < SLACK_MESSAGE_WAIT:
+                            continue  # the announcement may still be on its way
+                        fallback = f"no Slack message for {task_id} within {SLACK_MESSAGE_WAIT:.0f} s"
+                    else:
+                        delivery = sandbox.slack_click(button["channel_id"], button["ts"], button["action_id"],
+                                                       responder["slack_user_id"])
+                        record = {"task_id": task_id, "option": chosen[0], "via": "slack", "by": responder["name"]}
+                        clicks[key] = {"at": time.monotonic(), "delivery": delivery, "record": record}
+                        if _ok(delivery):
+                            decisions.append(record)
+                            say(f"  (Slack: {responder['name']} clicked 「{button['label']}」 for {task_id})")
+                            continue
+                        fallback = (f"the Slack click on {task_id} was answered "
+                                    f"{delivery.get('status') or delivery.get('error')}")
+                elif time.monotonic() - click["at"] < SLACK_ANSWER_WAIT:
+                    continue  # clicked: the answer is on its way to the task
+                else:
+                    fallback = f"the Slack click on {task_id} did not reach the task within {SLACK_ANSWER_WAIT:.0f} s"
+                    if click["record"] in decisions:
+                        decisions.remove(click["record"])
+                say(f"  (Slack: {fallback}; answering in the Airflow UI instead)")
+            try:
+                api.answer_hitl(DAG_ID, run_id, task_id, chosen)
+            except RuntimeError as exc:
+                if "HTTP 409" not in str(exc) or key not in clicks:
+                    raise
+                decisions.append(clicks[key]["record"])  # the click got there after all
+                answered.setdefault(ti.get("try_number"), set()).add(task_id)
+                continue
             say(f"  (Airflow UI: a person answered {task_id}: {chosen[0]})")
+            decisions.append({"task_id": task_id, "option": chosen[0], "via": "ui", "by": getattr(stack, "username", None) or DEMO_USER,
+                              **({"fallback": fallback} if fallback else {})})
             answered.setdefault(ti.get("try_number"), set()).add(task_id)
         if run.get("state") in TERMINAL_RUN_STATES:
             break
         time.sleep(1)
     else:
         raise TimeoutError(f"run {run_id} not finished within {timeout:.0f}s")
-    return {"run": run, "tasks": seen, "incident_id": incident_id}
+    return {"run": run, "tasks": seen, "incident_id": incident_id, "decisions": decisions,
+            "acknowledged_via": acknowledged_via}
 
 
 def run_incident(
@@ -351,8 +444,13 @@ def run_incident(
     faults: dict[str, Any] | None = None,
     via: str | None = None,
     acknowledge: bool = True,
+    answer_via: str = "ui",
+    unanswered: Collection[str] = (),
 ) -> dict[str, Any]:
     """Break `scenario` in the sandbox, send its alarm, follow the run; the report of what happened.
+
+    `answer_via` (see follow_run): "slack" answers the decisions with the buttons of their Slack
+    messages (what `make demo` does), "ui" through the Airflow REST API.
 
     `via="sns"` (the default): the sandbox, acting as Amazon SNS, delivers the CloudWatch alarm
     (signed) to the API server's `/incidents/webhooks/sns`, which opens the incident and answers the
@@ -390,7 +488,7 @@ def run_incident(
             run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
             say(f"triggered {DAG_ID} run {run['dag_run_id']} through the REST API")
         followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say,
-                              acknowledge=acknowledge)
+                              acknowledge=acknowledge, answer_via=answer_via, unanswered=unanswered)
     finally:
         if faults:
             sandbox.set_faults(**{name: None for name in faults if not name.endswith("_count")})
@@ -401,6 +499,10 @@ def run_incident(
     if followed["tasks"].get("postmortem.write_postmortem") == "success":
         postmortem = api.xcom(DAG_ID, run["dag_run_id"], "postmortem.write_postmortem")["path"]
     records = sandbox.records()[records_from:]
+    acknowledge_webhooks = [
+        {k: d.get(k) for k in ("event_type", "by", "url", "status", "error", "done")} | {"attempts": len(d["attempts"])}
+        for d in sandbox.deliveries("pagerduty") if d.get("incident_key") == incident_id
+    ]
     return {
         "incident_id": incident_id,
         "scenario": scenario,
@@ -420,4 +522,10 @@ def run_incident(
         "aws": {"before": before.get("aws"), "broken": broken.get("aws"), "after": after.get("aws")},
         "postmortem": postmortem,
         "records": len(records),
+        "answer_via": answer_via,
+        "decisions": followed["decisions"],
+        "acknowledged_via": followed["acknowledged_via"],
+        "pagerduty_webhooks": acknowledge_webhooks,
+        "slack_deliveries": [{k: d.get(k) for k in ("kind", "by", "action_id", "value", "status", "error")}
+                             for d in sandbox.deliveries("slack")],
     }

@@ -13,8 +13,12 @@ Run it (everything listens on 127.0.0.1 only):
   API), /pagerduty (Events API v2 + REST; use the HTTPS port), /github (Actions dispatch and runs),
   /sentry/api/0 (issues), /status/api/v2/status.json (the external provider's status page), and the
   control API /_sandbox (break/clear/reset/faults/records, an HTML view at /_sandbox/).
+- Slack's and PagerDuty's side (webhooks.py): a button click on the page (or POST
+  /_sandbox/slack/click) and `/incident <text>` become signed Slack interactions, and PagerDuty
+  incident transitions signed v3 webhooks, delivered to `--airflow-url`'s /incidents/webhooks/slack
+  and /incidents/webhooks/pagerduty (or --slack-request-url / --pagerduty-webhook-url).
 - <state-dir>/endpoints.json: {aws, http, https, ca_bundle, pid, region, health_url, slack_api,
-  pagerduty, github_api, sentry, external_status_url, control}.
+  pagerduty, github_api, sentry, external_status_url, control, slack_request_url, pagerduty_webhook_url}.
 
 The PeopleBooster health is derived from moto's state on each request (see health.py), so only a
 real remediation heals a broken scenario. In-process (tests): `start_sandbox(tmp_path)` on free ports.

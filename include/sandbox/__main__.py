@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from .server import DEFAULT_PORTS, start_sandbox
+from .webhooks import DEFAULT_PAGERDUTY_WEBHOOK_SECRET, DEFAULT_SLACK_SIGNING_SECRET
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--github-delay", type=float, default=3.0, help="seconds a GitHub Actions run takes")
     parser.add_argument("--tick", type=float, default=5.0, help="seconds between evaluator ticks (alarms, metrics)")
     parser.add_argument("--resource-need", type=int, default=8, help="tasks the backend needs while 'resource' is broken")
+    # Slack's and PagerDuty's side: where the sandbox delivers interactions and v3 webhooks, and the
+    # secrets it signs them with (each also from an environment variable).
+    env = os.environ.get
+    parser.add_argument("--airflow-url", default=env("SANDBOX_AIRFLOW_URL"),
+                        help="the Airflow API server's base URL: deliver to its /incidents/webhooks/slack and "
+                             "/incidents/webhooks/pagerduty (env SANDBOX_AIRFLOW_URL; default: deliver nowhere)")
+    parser.add_argument("--slack-request-url", default=env("SANDBOX_SLACK_REQUEST_URL"),
+                        help="the Slack app's interactivity and slash command URL (env SANDBOX_SLACK_REQUEST_URL; "
+                             "overrides --airflow-url)")
+    parser.add_argument("--pagerduty-webhook-url", default=env("SANDBOX_PAGERDUTY_WEBHOOK_URL"),
+                        help="the PagerDuty v3 webhook subscription URL (env SANDBOX_PAGERDUTY_WEBHOOK_URL; "
+                             "overrides --airflow-url)")
+    parser.add_argument("--slack-signing-secret", default=env("SANDBOX_SLACK_SIGNING_SECRET", DEFAULT_SLACK_SIGNING_SECRET),
+                        help="the Slack app's signing secret (env SANDBOX_SLACK_SIGNING_SECRET)")
+    parser.add_argument("--pagerduty-webhook-secret",
+                        default=env("SANDBOX_PAGERDUTY_WEBHOOK_SECRET", DEFAULT_PAGERDUTY_WEBHOOK_SECRET),
+                        help="the v3 subscription's secret; several, comma-separated, sign with each (a rotation) "
+                             "(env SANDBOX_PAGERDUTY_WEBHOOK_SECRET)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -54,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         resource_need=args.resource_need,
         host=args.host,
         public_host=args.public_host,
+        airflow_url=args.airflow_url,
+        slack_url=args.slack_request_url,
+        pagerduty_url=args.pagerduty_webhook_url,
+        slack_signing_secret=args.slack_signing_secret,
+        pagerduty_webhook_secret=args.pagerduty_webhook_secret,
     )
     print(json.dumps(sandbox.endpoints, indent=2), flush=True)
     try:

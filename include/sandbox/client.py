@@ -6,6 +6,9 @@
     client.set_faults(slack=429, slack_count=2)
     client.slack_messages(channel="incident-20260105")
     client.sns_publish("http://127.0.0.1:8080/incidents/webhooks/sns", {"AlarmName": "peoplebooster-production-alb-5xx"})
+    client.click_decision("recover.choose_scenario", "deploy: ...", user_id="U0TANAKA1")   # as Slack
+    client.acknowledge("INC-20260105-001", user="PTANAKA")   # in PagerDuty: a signed v3 webhook follows
+    client.deliveries("pagerduty")
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import requests
 
 from .aws import AWS_REGION, aws_env
 
-__all__ = ["SandboxClient", "load_endpoints", "sandbox_aws_env"]
+__all__ = ["DECISION_BLOCK_ID", "SandboxClient", "load_endpoints", "sandbox_aws_env"]
+
+# The block of a waiting decision's buttons in the automation's Slack messages (issue 14's contract).
+DECISION_BLOCK_ID = "incident_ops.decision"
 
 
 def load_endpoints(state_dir: str | Path) -> dict[str, Any]:
@@ -82,7 +88,124 @@ class SandboxClient:
         return self._call("POST", "/tick")
 
     def acknowledge(self, dedup_key: str, user: str | None = None) -> dict[str, Any]:
+        """`user` (a PagerDuty, roster, email or Slack id) acknowledges in the PagerDuty app; the
+        stand-in then sends the signed incident.acknowledged webhook (in the background)."""
         return self._call("POST", "/pagerduty/acknowledge", json={"dedup_key": dedup_key, "user": user})
+
+    pagerduty_acknowledge = acknowledge
+
+    def pagerduty_resolve(self, dedup_key: str, user: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/pagerduty/resolve", json={"dedup_key": dedup_key, "user": user})
+
+    def pagerduty_reassign(self, dedup_key: str, assignee: str, user: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "/pagerduty/reassign", json={"dedup_key": dedup_key, "assignee": assignee, "user": user})
+
+    def pagerduty_webhooks(self) -> list[dict[str, Any]]:
+        """Every v3 webhook event the PagerDuty stand-in produced (delivered or not)."""
+        return self._call("GET", "/pagerduty/webhooks")
+
+    # --- Slack's and PagerDuty's deliveries to the automation (see sandbox/webhooks.py) ---------
+
+    def webhooks(self) -> dict[str, Any]:
+        """Where the sandbox delivers as Slack and PagerDuty, and the secrets it signs with."""
+        return self._call("GET", "/webhooks")
+
+    def set_webhooks(self, **settings: Any) -> dict[str, Any]:
+        """E.g. airflow_url=..., or slack_url=/pagerduty_url=, slack_signing_secret=,
+        pagerduty_webhook_secrets=[...], pagerduty_retry_delays=[...] (a reset restores the start-up ones)."""
+        return self._call("POST", "/webhooks", json=settings)
+
+    def deliveries(self, kind: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        """The deliveries made: kind "slack", "pagerduty", "slack.block_actions", "pagerduty.incident.acknowledged" ..."""
+        params: dict[str, Any] = {"since": since}
+        if kind:
+            params["kind"] = kind
+        return self._call("GET", "/webhooks/deliveries", params=params)
+
+    def wait_deliveries(self, kind: str | None = None, count: int = 1, *, timeout: float = 30.0,
+                        done: bool = True, since: int = 0) -> list[dict[str, Any]]:
+        """Until `count` deliveries of `kind` exist (and, with `done`, have made their last attempt)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [d for d in self.deliveries(kind, since) if d["done"] or not done]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)} of {count} {kind or ''} deliveries within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def people(self) -> list[dict[str, Any]]:
+        """The workspace's people: id, name, slack_user_id, pagerduty_user_id, roster, oncall (now)."""
+        return self._call("GET", "/people")
+
+    def oncall_person(self) -> dict[str, Any]:
+        """The rotation's engineer now (a roster member, with slack_user_id and pagerduty_user_id)."""
+        return next(p for p in self.people() if p["oncall"])
+
+    def slack_click(self, channel: str, ts: str, action_id: str, user_id: str) -> dict[str, Any]:
+        """`user_id` clicks button `action_id` of message `ts`: the signed block_actions delivery
+        (status, answer, attempts, the form body and headers as sent)."""
+        return self._call("POST", "/slack/click", json={"channel": channel, "ts": ts, "action_id": action_id, "user_id": user_id})
+
+    def decision_button(self, task_id: str, option: str | int | None = None, *, run_id: str | None = None,
+                        map_index: int = -1) -> dict[str, Any] | None:
+        """The newest Slack message announcing the decision `task_id` (its `incident_ops.decision`
+        block's button values name the task) and the button of `option` (the exact HITL option, its
+        label, or its index; None: the first): {channel_id, ts, action_id, label, value, options}; None
+        when no such message (or button) is there."""
+        for message in reversed(self.slack_messages()):
+            if message.get("ephemeral"):
+                continue
+            buttons = []
+            for block in message.get("blocks") or []:
+                if isinstance(block, dict) and block.get("type") == "actions" and block.get("block_id") == DECISION_BLOCK_ID:
+                    for element in block.get("elements") or []:
+                        try:
+                            value = json.loads(element.get("value") or "")
+                        except (TypeError, ValueError):
+                            continue
+                        if not isinstance(value, dict) or value.get("task_id") != task_id:
+                            continue
+                        if run_id is not None and value.get("run_id") not in (None, run_id):
+                            continue
+                        if value.get("map_index", -1) != map_index:
+                            continue
+                        buttons.append({"action_id": element.get("action_id"), "value": value,
+                                        "label": (element.get("text") or {}).get("text")})
+            if not buttons:
+                continue
+            options = [b["value"].get("option") for b in buttons]
+            if option is None:
+                chosen = buttons[0]
+            elif isinstance(option, int):
+                chosen = buttons[option] if 0 <= option < len(buttons) else None
+            else:
+                chosen = next((b for b in buttons if option in (b["value"].get("option"), b["label"])), None)
+            if chosen is None:
+                return None
+            return {"channel_id": message["channel_id"], "ts": message["ts"], "action_id": chosen["action_id"],
+                    "label": chosen["label"], "value": chosen["value"], "options": options}
+        return None
+
+    def click_decision(self, task_id: str, option: str | int | None, user_id: str, *, run_id: str | None = None,
+                       map_index: int = -1) -> dict[str, Any]:
+        """`user_id` clicks the button of `option` on the decision's Slack message: the delivery."""
+        button = self.decision_button(task_id, option, run_id=run_id, map_index=map_index)
+        if button is None:
+            raise LookupError(f"no Slack message with a button {option!r} for the decision {task_id}")
+        return {**self.slack_click(button["channel_id"], button["ts"], button["action_id"], user_id), "button": button}
+
+    def slack_command(self, text: str, user_id: str, channel: str | None = None, command: str = "/incident") -> dict[str, Any]:
+        """`user_id` types `<command> <text>` in `channel` (default #infra-support): the signed delivery;
+        the app's answer is shown to that user in the channel (an ephemeral message) as Slack does."""
+        body: dict[str, Any] = {"text": text, "user_id": user_id, "command": command}
+        if channel:
+            body["channel"] = channel
+        return self._call("POST", "/slack/command", json=body)
+
+    def slack_responses(self) -> list[dict[str, Any]]:
+        """What the app POSTed to the response_urls of the payloads (with the effect each had)."""
+        return self._call("GET", "/slack/responses")
 
     # --- Amazon SNS (the sandbox signs and delivers, see sandbox/sns.py) ------------------------
 

@@ -20,6 +20,7 @@ from .pagerduty import PagerDutyState
 from .seed import Names, SeedResult, names_for, seed
 from .slack import SlackWorkspace
 from .state import Faults, Records, ScenarioMemory
+from .webhooks import Deliveries, PagerDutyDispatcher, WebhookConfig
 
 __all__ = ["SandboxContext"]
 
@@ -36,6 +37,7 @@ class SandboxContext:
         tick_seconds: float = 5.0,
         resource_need: int = 8,
         no_push_user: str | None = "",
+        webhooks: WebhookConfig | None = None,
     ) -> None:
         self.runbook = runbook
         self.aws = aws
@@ -56,8 +58,14 @@ class SandboxContext:
         self.faults = Faults(**self._default_faults)
         self.records = Records()
         self.memory = ScenarioMemory()
+        # Where the Slack and PagerDuty stand-ins deliver (the automation's webhooks) and with which
+        # secrets; a reset returns to these start-up settings.
+        self._default_webhooks = webhooks or WebhookConfig()
+        self.webhooks = self._default_webhooks.copy()
+        self.deliveries = Deliveries()
+        self.pagerduty_webhooks = PagerDutyDispatcher(self.deliveries, lambda: self.webhooks)
         self.slack = SlackWorkspace(runbook)
-        self.pagerduty = PagerDutyState(runbook)
+        self.pagerduty = PagerDutyState(runbook, notify=self.pagerduty_webhooks.send)
         self.github = GitHubState()
         self.seed_results: dict[str, SeedResult] = {}
         self.generation = 0
@@ -96,10 +104,13 @@ class SandboxContext:
             if aws:
                 self.published_minutes.clear()
             self.faults = Faults(**self._default_faults)
+            self.webhooks = self._default_webhooks.copy()
+            self.pagerduty_webhooks.cancel()
             if not keep_records:
                 self.records.clear()
+                self.deliveries.clear()
                 self.slack = SlackWorkspace(self.runbook)
-                self.pagerduty = PagerDutyState(self.runbook)
+                self.pagerduty = PagerDutyState(self.runbook, notify=self.pagerduty_webhooks.send)
                 self.github = GitHubState()
             if aws:
                 response = requests.post(f"{self.aws.endpoint}/moto-api/reset", timeout=30)

@@ -5,8 +5,10 @@ bundle: `EventsApiV2Client(key, base_url=f"{https}/pagerduty")` posts to /pagerd
 `RestApiV2Client(token, base_url=f"{https}/pagerduty")` reads /pagerduty/oncalls etc.
 
 Incidents are kept by dedup_key (triggered -> acknowledged -> resolved) and assigned to the
-rotation's engineer of the runbook (the schedule). A person acknowledges in the app through the
-control call POST /_sandbox/pagerduty/acknowledge.
+rotation's engineer of the runbook (the schedule). A person acknowledges (or resolves) in the app
+through the control calls POST /_sandbox/pagerduty/acknowledge|resolve, or through the REST API
+(PUT /incidents/{id} with a From header). Each transition (acknowledged, resolved, reassigned) is
+sent as a signed v3 webhook to the subscription URL, if one is configured (see webhooks.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -35,13 +38,20 @@ POLICY = {"id": "PEPOL01", "type": "escalation_policy_reference", "summary": "Pe
 WEB = "https://peoplebooster.pagerduty.com"
 
 
+def _event_id() -> str:
+    """A ULID-like id, as PagerDuty's v3 event ids are (26 characters, time first)."""
+    return f"{int(time.time() * 1000):012X}{uuid.uuid4().hex[:14].upper()}"
+
+
 class PagerDutyState:
-    def __init__(self, runbook: Any) -> None:
+    def __init__(self, runbook: Any, notify: Callable[[dict[str, Any]], Any] | None = None) -> None:
         self.runbook = runbook
+        self.notify = notify  # called with each v3 webhook event (outside the lock)
         self.lock = threading.RLock()
         self.incidents: dict[str, dict[str, Any]] = {}  # dedup_key -> incident
         self.events: list[dict[str, Any]] = []
         self.change_events: list[dict[str, Any]] = []
+        self.webhooks: list[dict[str, Any]] = []  # every v3 webhook event, whether delivered or not
         self._numbers = itertools.count(1)
         self.people: dict[str, Any] = {}
         for person in [*runbook.oncall.roster, *runbook.contacts.people.values()]:
@@ -116,6 +126,7 @@ class PagerDutyState:
             return 400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
         dedup_key = dedup_key or uuid.uuid4().hex
         now = time.time()
+        webhook = None
         with self.lock:
             incident = self.incidents.get(dedup_key)
             if action == "trigger":
@@ -127,9 +138,11 @@ class PagerDutyState:
                 if action == "acknowledge" and incident["status"] == "triggered":
                     incident["status"] = "acknowledged"
                     incident["acknowledgements"].append({"at": iso(now), "acknowledger": {**SERVICE, "type": "service_reference"}})
+                    webhook = self.webhook_event(incident, "incident.acknowledged", self.service_agent())
                 elif action == "resolve":
                     incident["status"] = "resolved"
                     incident["resolved_at"] = iso(now)
+                    webhook = self.webhook_event(incident, "incident.resolved", self.service_agent())
                 incident["last_status_change_at"] = iso(now)
                 incident["updated_at"] = iso(now)
             self.events.append(
@@ -147,6 +160,7 @@ class PagerDutyState:
                     "incident_status": incident["status"] if incident else None,
                 }
             )
+        self._send(webhook)
         return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
 
     def _new_incident(self, dedup_key: str, event: dict[str, Any], now: float) -> dict[str, Any]:
@@ -181,7 +195,9 @@ class PagerDutyState:
         }
 
     def acknowledge(self, dedup_key: str, user: str | None) -> dict[str, Any]:
+        """A person acknowledges (in the app, or through the REST API): incident.acknowledged."""
         user_id = self.resolve_user(user)
+        webhook = None
         with self.lock:
             incident = self.incidents.get(dedup_key)
             if incident is None:
@@ -194,7 +210,92 @@ class PagerDutyState:
                 incident["acknowledgements"].append({"at": iso(now), "acknowledger": self.user_ref(user_id or "unknown")})
                 incident["last_status_change_at"] = iso(now)
                 incident["updated_at"] = iso(now)
-            return self.incident_view(incident)
+                webhook = self.webhook_event(incident, "incident.acknowledged", self.user_ref(user_id) if user_id else None)
+            view = self.incident_view(incident)
+        self._send(webhook)
+        return view
+
+    def resolve(self, dedup_key: str, user: str | None) -> dict[str, Any]:
+        """A person resolves (in the app, or through the REST API): incident.resolved."""
+        user_id = self.resolve_user(user)
+        webhook = None
+        with self.lock:
+            incident = self.incidents.get(dedup_key)
+            if incident is None:
+                raise KeyError(f"no incident with dedup_key {dedup_key!r}")
+            if incident["status"] != "resolved":
+                now = time.time()
+                incident["status"] = "resolved"
+                incident["resolved_at"] = incident["last_status_change_at"] = incident["updated_at"] = iso(now)
+                webhook = self.webhook_event(incident, "incident.resolved", self.user_ref(user_id) if user_id else None)
+            view = self.incident_view(incident)
+        self._send(webhook)
+        return view
+
+    def reassign(self, dedup_key: str, assignee: str, user: str | None) -> dict[str, Any]:
+        """A person reassigns the incident to `assignee`: incident.reassigned."""
+        assignee_id = self.resolve_user(assignee)
+        if assignee_id is None:
+            raise ValueError(f"unknown PagerDuty user {assignee!r}")
+        user_id = self.resolve_user(user)
+        with self.lock:
+            incident = self.incidents.get(dedup_key)
+            if incident is None:
+                raise KeyError(f"no incident with dedup_key {dedup_key!r}")
+            now = time.time()
+            incident["assignments"] = [{"at": iso(now), "assignee": self.user_ref(assignee_id)}]
+            if incident["status"] == "acknowledged":  # PagerDuty: a reassigned incident is triggered again
+                incident["status"] = "triggered"
+                incident["last_status_change_at"] = iso(now)
+            incident["updated_at"] = iso(now)
+            webhook = self.webhook_event(incident, "incident.reassigned", self.user_ref(user_id) if user_id else None)
+            view = self.incident_view(incident)
+        self._send(webhook)
+        return view
+
+    # --- v3 webhooks ---------------------------------------------------------------------------
+
+    def service_agent(self) -> dict[str, Any]:
+        """The agent of a change made through the Events API (the integration's service)."""
+        return {**SERVICE, "self": f"https://api.pagerduty.com/services/{SERVICE['id']}", "html_url": f"{WEB}/service-directory/{SERVICE['id']}"}
+
+    def webhook_event(self, incident: dict[str, Any], event_type: str, agent: dict[str, Any] | None) -> dict[str, Any]:
+        """The v3 webhook `event` object of a transition of `incident` (call with the lock held)."""
+        return {
+            "id": _event_id(),
+            "event_type": event_type,
+            "resource_type": "incident",
+            "occurred_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "agent": agent,
+            "client": None,
+            "data": {
+                "id": incident["id"],
+                "type": "incident",
+                "self": incident["self"],
+                "html_url": incident["html_url"],
+                "number": incident["incident_number"],
+                "status": incident["status"],
+                "incident_key": incident["incident_key"],
+                "created_at": incident["created_at"],
+                "title": incident["title"],
+                "service": self.service_agent(),
+                "assignees": [{k: a["assignee"][k] for k in ("id", "type", "summary", "self", "html_url")} for a in incident["assignments"]],
+                "escalation_policy": {**POLICY, "self": f"https://api.pagerduty.com/escalation_policies/{POLICY['id']}",
+                                      "html_url": f"{WEB}/escalation_policies/{POLICY['id']}"},
+                "teams": [],
+                "priority": incident.get("priority"),
+                "urgency": incident["urgency"],
+                "conference_bridge": None,
+                "resolve_reason": None,
+            },
+        }
+
+    def _send(self, webhook: dict[str, Any] | None) -> None:
+        if webhook is not None:
+            with self.lock:
+                self.webhooks.append(webhook)
+            if self.notify is not None:
+                self.notify(webhook)
 
     def by_id(self, incident_id: str) -> dict[str, Any] | None:
         with self.lock:
@@ -380,12 +481,10 @@ async def update_incident(incident_id: str, request: Request) -> JSONResponse:
         return _error(400, "Invalid Input Provided", 2001, ["status must be acknowledged or resolved"])
     sender = ctx.pagerduty.resolve_user(request.headers.get("from"))
     if status == "acknowledged":
-        ctx.pagerduty.acknowledge(found["incident_key"], sender)
+        view = ctx.pagerduty.acknowledge(found["incident_key"], sender)
     else:
-        with ctx.pagerduty.lock:
-            found["status"] = "resolved"
-            found["resolved_at"] = found["last_status_change_at"] = found["updated_at"] = iso(time.time())
-    return JSONResponse({"incident": ctx.pagerduty.incident_view(found)})
+        view = ctx.pagerduty.resolve(found["incident_key"], sender)
+    return JSONResponse({"incident": view})
 
 
 @router.post("/pagerduty/incidents/{incident_id}/responder_requests")

@@ -26,6 +26,7 @@ from .certs import ensure_certs
 from .client import SandboxClient
 from .context import SandboxContext
 from .scenarios import Evaluator
+from .webhooks import DEFAULT_PAGERDUTY_WEBHOOK_SECRET, DEFAULT_SLACK_SIGNING_SECRET, WebhookConfig, webhook_urls
 
 __all__ = ["DEFAULT_PORTS", "Sandbox", "start_sandbox"]
 
@@ -104,6 +105,7 @@ class Sandbox:
         self._stopped = True
         self.ctx.github.cancel_all()
         self._evaluator.stop()
+        self.ctx.pagerduty_webhooks.stop()
         for server in self._servers:
             server.stop()
         self._moto.stop()
@@ -135,11 +137,20 @@ def start_sandbox(
     write_endpoints: bool = True,
     host: str = HOST,
     public_host: str | None = None,
+    airflow_url: str | None = None,
+    slack_url: str | None = None,
+    pagerduty_url: str | None = None,
+    slack_signing_secret: str = DEFAULT_SLACK_SIGNING_SECRET,
+    pagerduty_webhook_secret: str = DEFAULT_PAGERDUTY_WEBHOOK_SECRET,
 ) -> Sandbox:
     """Start moto, seed it, serve the app on HTTP and HTTPS; ports None/0 = free ports.
 
     `host` is the address to listen on (0.0.0.0 in a container); `public_host` the name other
-    machines/containers use (it goes into endpoints.json and the HTTPS certificate)."""
+    machines/containers use (it goes into endpoints.json and the HTTPS certificate).
+    Where Slack's and PagerDuty's deliveries go: `airflow_url` (the API server's base URL: its
+    /incidents/webhooks/slack and /incidents/webhooks/pagerduty), or `slack_url` / `pagerduty_url`
+    themselves (they win); none: nothing is delivered until POST /_sandbox/webhooks sets them.
+    `pagerduty_webhook_secret` may name several secrets (comma-separated: one signature each)."""
     from incident_ops.core.runbook import load_runbook
 
     state_dir = Path(state_dir)
@@ -160,6 +171,10 @@ def start_sandbox(
         aws_port = moto.get_host_and_port()[1]
         region = runbook.environment(environment).region
         aws = AwsClients.create(f"http://{local}:{aws_port}", region)
+        webhooks = WebhookConfig()
+        default_slack, default_pagerduty = webhook_urls(airflow_url)
+        webhooks.update({"slack_url": slack_url or default_slack, "pagerduty_url": pagerduty_url or default_pagerduty,
+                         "slack_signing_secret": slack_signing_secret, "pagerduty_webhook_secrets": pagerduty_webhook_secret})
         ctx = SandboxContext(
             runbook,
             aws,
@@ -168,6 +183,7 @@ def start_sandbox(
             github_delay=github_delay,
             tick_seconds=tick_seconds,
             resource_need=resource_need,
+            webhooks=webhooks,
         )
         ctx.seed()
         certs = ensure_certs(state_dir, extra_hosts=[public] if public != local else [])
@@ -191,6 +207,9 @@ def start_sandbox(
             "sentry": f"{http}/sentry",
             "external_status_url": f"{http}/status/api/v2/status.json",
             "control": f"{http}/_sandbox",
+            # where the sandbox delivers as Slack and PagerDuty (the secrets: GET /_sandbox/webhooks)
+            "slack_request_url": webhooks.slack_url,
+            "pagerduty_webhook_url": webhooks.pagerduty_url,
         }
         evaluator = Evaluator(ctx)
         app = build_app(ctx, evaluator, endpoints)

@@ -7,6 +7,11 @@ form-encoded or JSON (slack_sdk sends chat.postMessage as JSON, most others as f
 
 The workspace knows the runbook's people (roster and contacts, by Slack id and email) and starts
 with its team channels (#infra-support, #dev-team).
+
+Slack's side of the app's interactivity: `block_actions_payload` (a person clicks a button of a
+message), `slash_command_fields` (a person types `/incident ...`) build what Slack sends to the
+app's request URL (webhooks.py signs and posts it); the `response_url` they carry is served here at
+POST /slack/actions/<token> (replace_original / delete_original / in_channel / ephemeral).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import base64
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -26,10 +32,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 if TYPE_CHECKING:
     from .context import SandboxContext
 
-__all__ = ["BOT_USER_ID", "SlackWorkspace", "router"]
+__all__ = ["BOT_USER_ID", "SlackError", "SlackWorkspace", "block_actions_payload", "router", "slash_command_fields"]
 
 TEAM_ID = "T0PEOPLEB1"
 TEAM_NAME = "PeopleBooster"
+TEAM_DOMAIN = "peoplebooster"
+# The app's (deprecated) verification token, sent in payloads as Slack still does.
+VERIFICATION_TOKEN = "sandboxVerificationToken0"
+RESPONSE_URL_USES = 5  # Slack: a response_url may be used up to 5 times within 30 minutes
+RESPONSE_URL_SECONDS = 30 * 60
 BOT_USER_ID = "U0INCBOT01"
 BOT_ID = "B0INCBOT01"
 APP_ID = "A0INCBOT01"
@@ -56,6 +67,8 @@ class SlackWorkspace:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.ephemeral: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
+        self.response_urls: dict[str, dict[str, Any]] = {}  # token -> where the answers go
+        self.responses: list[dict[str, Any]] = []  # every POST to a response_url, as received
         self._add_user(BOT_USER_ID, "incident-bot", "Incident Bot", None, is_bot=True)
         people = [*runbook.oncall.roster, *runbook.contacts.people.values()]
         for person in people:
@@ -201,6 +214,97 @@ class SlackWorkspace:
             message["_channel"] = channel_id
             self.messages[channel_id].append(message)
             return message
+
+    def add_ephemeral(self, channel: dict[str, Any], to_user: str, text: str, blocks: Any = None,
+                      thread_ts: str | None = None, user: str = BOT_USER_ID) -> dict[str, Any]:
+        """A message only `to_user` sees (chat.postEphemeral, a slash command's answer)."""
+        with self.lock:
+            message = {
+                "channel": channel["name"],
+                "channel_id": channel["id"],
+                "ts": self._next_ts(),
+                "thread_ts": thread_ts,
+                "user": user,
+                "to_user": to_user,
+                "text": text or "",
+                "blocks": blocks,
+                "metadata": None,
+                "files": [],
+                "edited": False,
+            }
+            self.ephemeral.append(message)
+            return message
+
+    def find_message(self, channel_ref: str | None, ts: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        channel = self.find_channel(channel_ref)
+        with self.lock:
+            message = next((m for m in self.messages[channel["id"]] if m["ts"] == ts), None)
+        if message is None:
+            raise SlackError("message_not_found")
+        return channel, message
+
+    def person(self, user_id: str | None) -> dict[str, Any]:
+        user = self.users.get(str(user_id))
+        if user is None or user["is_bot"]:
+            raise SlackError("user_not_found")
+        return user
+
+    def new_response_url(self, base: str, channel_id: str | None, message_ts: str | None, user_id: str) -> str:
+        token = secrets.token_urlsafe(18)
+        with self.lock:
+            self.response_urls[token] = {"channel_id": channel_id, "message_ts": message_ts, "user_id": user_id,
+                                         "created": time.time(), "uses": 0}
+        return f"{base.rstrip('/')}/slack/actions/{TEAM_ID}/{next(self._ids)}/{token}"
+
+    def respond(self, token: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """A POST to a response_url: what Slack does with it, and its answer."""
+        with self.lock:
+            target = self.response_urls.get(token)
+            record: dict[str, Any] = {"ts": self._next_ts(), "token": token[:6], "body": body, "status": None, "effect": None}
+            self.responses.append(record)
+            if target is None:
+                record["status"] = 404
+                return 404, {"ok": False, "error": "invalid_url"}
+            if time.time() - target["created"] > RESPONSE_URL_SECONDS:
+                record["status"] = 404
+                return 404, {"ok": False, "error": "expired_url"}
+            if target["uses"] >= RESPONSE_URL_USES:
+                record["status"] = 404
+                return 404, {"ok": False, "error": "used_url"}
+            if not isinstance(body, dict):
+                record["status"] = 400
+                return 400, {"ok": False, "error": "invalid_payload"}
+            blocks = _maybe_json(body.get("blocks"))
+            if blocks is not None and not isinstance(blocks, list):
+                record["status"] = 400
+                return 400, {"ok": False, "error": "invalid_blocks"}
+            target["uses"] += 1
+            record.update(user=target["user_id"], channel_id=target["channel_id"], message_ts=target["message_ts"])
+            channel = self.channels.get(target["channel_id"] or "")
+            original = None
+            if channel is not None and target["message_ts"]:
+                original = next((m for m in self.messages[channel["id"]] if m["ts"] == target["message_ts"]), None)
+            if _bool(body.get("delete_original")) and original is not None:
+                self.messages[channel["id"]].remove(original)
+                record["effect"] = "deleted"
+            elif _bool(body.get("replace_original")) and original is not None:
+                if body.get("text") is not None:
+                    original["text"] = str(body["text"])
+                original["blocks"] = blocks or []
+                original["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
+                record["effect"] = "replaced"
+            elif channel is None:
+                record["effect"] = "dropped: no channel"
+            elif body.get("response_type") == "in_channel":
+                message = self.post(channel["id"], {"text": body.get("text") or "", "blocks": blocks,
+                                                    "thread_ts": body.get("thread_ts")})
+                record["effect"] = f"in_channel {message['ts']}"
+            else:
+                message = self.add_ephemeral(channel, target["user_id"], str(body.get("text") or ""), blocks,
+                                             thread_ts=body.get("thread_ts"))
+                record["effect"] = f"ephemeral {message['ts']}"
+            record["status"] = 200
+            return 200, {"ok": True}
 
     def all_messages(self) -> list[dict[str, Any]]:
         """Every message (and ephemeral message) of every channel, oldest first, for the control API."""
@@ -489,24 +593,8 @@ def _chat_post_ephemeral(ctx: SandboxContext, ws: SlackWorkspace, p: dict[str, A
     fields = _message_fields(p)
     if not fields["text"] and not fields["blocks"]:
         raise SlackError("no_text")
-    with ws.lock:
-        ts = ws._next_ts()
-        ws.ephemeral.append(
-            {
-                "channel": channel["name"],
-                "channel_id": channel["id"],
-                "ts": ts,
-                "thread_ts": fields["thread_ts"],
-                "user": BOT_USER_ID,
-                "to_user": user,
-                "text": fields["text"] or "",
-                "blocks": fields["blocks"],
-                "metadata": None,
-                "files": [],
-                "edited": False,
-            }
-        )
-    return {"message_ts": ts}
+    message = ws.add_ephemeral(channel, user, fields["text"] or "", fields["blocks"], thread_ts=fields["thread_ts"])
+    return {"message_ts": message["ts"]}
 
 
 def _files_get_upload_url(ctx: SandboxContext, ws: SlackWorkspace, p: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -583,6 +671,105 @@ def _users_info(ctx: SandboxContext, ws: SlackWorkspace, p: dict[str, Any], requ
     return {"user": user}
 
 
+# --- Slack's side of interactivity --------------------------------------------------------------
+
+
+def _trigger_id() -> str:
+    return f"{int(time.time())}.{secrets.randbelow(10**12)}.{uuid.uuid4().hex}"
+
+
+def _actor(user: dict[str, Any]) -> dict[str, Any]:
+    return {"id": user["id"], "username": user["name"], "name": user["name"], "team_id": TEAM_ID}
+
+
+def find_action(message: dict[str, Any], action_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(block, element) of the interactive element `action_id` in the message's blocks."""
+    for block in message.get("blocks") or []:
+        elements = block.get("elements") if block.get("type") == "actions" else [block.get("accessory")]
+        for element in elements or []:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return block, element
+    raise SlackError("action_not_found")
+
+
+def block_actions_payload(ws: SlackWorkspace, base_url: str, channel_ref: str | None, ts: str | None,
+                          action_id: str, user_id: str | None) -> dict[str, Any]:
+    """What Slack sends the app when `user_id` clicks the button `action_id` of message `ts`."""
+    user = ws.person(user_id)
+    channel, message = ws.find_message(channel_ref, ts)
+    block, element = find_action(message, action_id)
+    action: dict[str, Any] = {
+        "action_id": element["action_id"],
+        "block_id": block.get("block_id") or uuid.uuid4().hex[:5],
+        "text": element.get("text") or {"type": "plain_text", "text": ""},
+        "value": element.get("value", ""),
+        "type": element.get("type", "button"),
+        "action_ts": f"{time.time():.6f}",
+    }
+    if element.get("style"):
+        action["style"] = element["style"]
+    view = ws.message_view(message, True)
+    view.pop("_channel", None)
+    return {
+        "type": "block_actions",
+        "user": _actor(user),
+        "api_app_id": APP_ID,
+        "token": VERIFICATION_TOKEN,
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel["id"], "is_ephemeral": False},
+        "trigger_id": _trigger_id(),
+        "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel["id"], "name": channel["name"]},
+        "message": view,
+        "state": {"values": {}},
+        "response_url": ws.new_response_url(base_url, channel["id"], message["ts"], user["id"]),
+        "actions": [action],
+    }
+
+
+def slash_command_fields(ws: SlackWorkspace, base_url: str, channel_ref: str | None, user_id: str | None, text: str,
+                         command: str = "/incident") -> dict[str, str]:
+    """The form fields Slack posts to the app when `user_id` types `<command> <text>` in a channel."""
+    user = ws.person(user_id)
+    channel = ws.find_channel(channel_ref)
+    return {
+        "token": VERIFICATION_TOKEN,
+        "team_id": TEAM_ID,
+        "team_domain": TEAM_DOMAIN,
+        "channel_id": channel["id"],
+        "channel_name": channel["name"] if not channel["is_im"] else "directmessage",
+        "user_id": user["id"],
+        "user_name": user["name"],
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": ws.new_response_url(base_url, channel["id"], None, user["id"]),
+        "trigger_id": _trigger_id(),
+    }
+
+
+def show_command_answer(ws: SlackWorkspace, channel_ref: str, user_id: str, command: str, delivery: dict[str, Any]) -> None:
+    """What the person sees after a slash command: the app's immediate answer (ephemeral unless
+    response_type is in_channel), or Slack's own error when the app failed or was too slow."""
+    channel = ws.find_channel(channel_ref)
+    status, answer = delivery.get("status"), delivery.get("answer")
+    if status is None or not 200 <= status < 300:
+        error = "http_service_error" if status is not None else delivery.get("error")
+        if error != "operation_timeout" and status is None:
+            error = "dispatch_failed"
+        ws.add_ephemeral(channel, user_id, f'{command} failed with the error "{error}"', user="USLACKBOT")
+        return
+    if isinstance(answer, dict) and (answer.get("text") or answer.get("blocks")):
+        if answer.get("response_type") == "in_channel":
+            ws.post(channel["id"], {"text": answer.get("text") or "", "blocks": _maybe_json(answer.get("blocks"))})
+        else:
+            ws.add_ephemeral(channel, user_id, str(answer.get("text") or ""), _maybe_json(answer.get("blocks")))
+    elif isinstance(answer, str) and answer.strip():
+        ws.add_ephemeral(channel, user_id, answer)
+
+
 METHODS = {
     "auth.test": _auth_test,
     "conversations.create": _conversations_create,
@@ -630,6 +817,19 @@ async def slack_method(method: str, request: Request) -> JSONResponse:
     except SlackError as exc:
         return _slack_json({"ok": False, "error": exc.error, **exc.extra})
     return _slack_json({"ok": True, **result})
+
+
+@router.post("/slack/actions/{team_id}/{number}/{token}")
+async def slack_response_url(team_id: str, number: str, token: str, request: Request) -> JSONResponse:
+    """A response_url of an interaction or a slash command (Slack's hooks.slack.com/actions/...)."""
+    ws: SlackWorkspace = request.app.state.ctx.slack
+    body = await request.body()
+    try:
+        data: Any = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    status, answer = ws.respond(token, data)
+    return _slack_json(answer, status)
 
 
 @router.post("/slack/upload/{file_id}")
