@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import urlencode
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +19,15 @@ from incident_ops.webhooks import sns
 
 from .conftest import Harness
 from .helpers import CERT_URL, NOW, SECRET, alarm, asgi_request, notification, signed_alert, sns_headers
+from .responder_helpers import (
+    PD_SECRET,
+    ResponderHarness,
+    interaction,
+    make_responders_fixture,  # noqa: F401 - the fixture `make_responders`
+    pd_event,
+    pd_signed,
+    slack_signed,
+)
 
 # The number of examples is the profile's (tests/conftest.py): 150, 25 in `make check`, FUZZ_EXAMPLES if set.
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -254,3 +265,121 @@ def test_signed_alerts_with_any_timestamp_header_never_5xx(harness: Harness, spe
     assert len(harness.incidents()) <= 1
     if harness.incidents():
         assert harness.incidents()[0]["occurrences"] == 1  # one signed instant and body: one delivery
+
+
+# --- Slack and PagerDuty (issue 14): whatever arrives, zero 5xx, nothing acted on unless authentic ----
+
+responder_targets = st.sampled_from([("POST", "/webhooks/slack"), ("POST", "/webhooks/pagerduty"),
+                                     ("GET", "/webhooks/slack"), ("PUT", "/webhooks/pagerduty")])
+responder_header_keys = st.sampled_from([b"content-length", b"content-type", b"x-slack-request-timestamp",
+                                         b"x-slack-signature", b"x-slack-retry-num", b"x-pagerduty-signature",
+                                         b"x-forwarded-for", b"x-webhook-id", b"user-agent"])
+responder_content_types = st.sampled_from([b"application/x-www-form-urlencoded", b"application/json",
+                                           b"application/x-www-form-urlencoded; charset=latin-1", b"text/plain",
+                                           b"multipart/form-data; boundary=x", b""])
+form_bodies = st.one_of(
+    bodies,
+    st.dictionaries(st.sampled_from(["payload", "command", "text", "user_id", "channel_id", "token", "x"]),
+                    st.one_of(st.text(max_size=80), json_values.map(json.dumps)), max_size=6)
+    .map(lambda d: urlencode(d).encode()),
+)
+
+
+@pytest.fixture
+def responders_app(make_responders) -> ResponderHarness:
+    return make_responders()
+
+
+def _nothing_acted(h: ResponderHarness) -> None:
+    h.idle()
+    assert h.hitl.calls == [] and h.slack.ephemerals == [] and h.slack.updates == [] and h.trigger.calls == []
+    assert h.event_count() == 0
+
+
+@FUZZ
+@given(target=responder_targets, body=form_bodies,
+       headers=st.lists(st.tuples(responder_header_keys, header_values), max_size=6),
+       content_type=responder_content_types)
+def test_any_request_to_slack_or_pagerduty_never_5xx(responders_app: ResponderHarness, target: tuple[str, str],
+                                                    body: bytes, headers: list[tuple[bytes, bytes]],
+                                                    content_type: bytes) -> None:
+    h = responders_app
+    method, path = target
+    audit_file = h.config.audit_log
+    before = audit_file.read_bytes().count(b"\n") if audit_file.exists() else 0
+    raw = [(b"content-type", content_type), *headers] if content_type else headers
+    status, answer = asgi_request(h.app, path, method=method, headers=raw, body=body)
+    assert status < 500, (status, answer)
+    if method == "POST":
+        assert 400 <= status < 500 and json.loads(answer)["error"]
+        written = audit_file.read_bytes()
+        assert written.count(b"\n") == before + 1
+        assert written.splitlines()[-1].isascii()
+    _nothing_acted(h)
+
+
+slack_values = st.one_of(json_values, st.fixed_dictionaries({}, optional={
+    "incident_id": st.one_of(st.sampled_from(["INC-20261128-abcdef", "INC-x", ""]), json_values),
+    "dag_id": st.one_of(st.sampled_from(["incident_response", "../x", ""]), json_values),
+    "run_id": st.one_of(st.text(max_size=300), json_values),
+    "task_id": st.one_of(st.sampled_from(["recover.choose_scenario", "a" * 300]), json_values),
+    "map_index": st.one_of(st.integers(min_value=-(10**20), max_value=10**20), st.booleans(), json_values),
+    "option": st.one_of(st.text(max_size=40), json_values),
+}))
+
+
+@FUZZ
+@given(value=slack_values, block=st.sampled_from(["incident_ops.decision", "incident_ops.acknowledge", "x"]),
+       action=st.sampled_from(["decision:0", "acknowledge", "decision:", ""]),
+       user=st.sampled_from(["U0TANAKA1", "U0STRANGER", "u", "U" * 40]), label=any_text)
+def test_signed_clicks_of_any_shape_never_5xx(responders_app: ResponderHarness, value: Any, block: str, action: str,
+                                             user: str, label: str) -> None:
+    h = responders_app
+    assume(not sns.has_lone_surrogate(label))
+    body, headers = slack_signed(interaction(user=user, value=value if isinstance(value, dict) else json.dumps(value),
+                                             block_id=block, action_id=action, label=label))
+    response = h.client.post("/webhooks/slack", content=body, headers=headers)
+    assert response.status_code in (200, 400), (response.status_code, response.text)
+    h.idle()
+    assert h.hitl.calls == []  # there is no such incident in the ledger: nothing reaches Airflow
+    assert h.event_count() == 0
+
+
+@FUZZ
+@given(payload=json_values, fields=st.dictionaries(st.sampled_from(["user_id", "command", "text", "channel_id"]),
+                                                   st.text(max_size=60), max_size=4))
+def test_signed_forms_of_any_shape_never_5xx(responders_app: ResponderHarness, payload: Any,
+                                             fields: dict[str, str]) -> None:
+    h = responders_app
+    assume(not any(sns.has_lone_surrogate(v) for v in fields.values()))
+    for form in ({"payload": json.dumps(payload)}, {**fields, "command": "/other"}):
+        body, headers = slack_signed(urlencode(form).encode())
+        response = h.client.post("/webhooks/slack", content=body, headers=headers)
+        assert response.status_code in (200, 400), (form, response.status_code, response.text)
+    _nothing_acted(h)
+
+
+pd_fields = st.fixed_dictionaries({}, optional={
+    "id": st.one_of(st.text(max_size=140), json_values),
+    "event_type": st.one_of(st.sampled_from(["incident.acknowledged", "incident.resolved", "incident.escalated",
+                                             "incident.reassigned", "pagey.ping", ""]), json_values),
+    "occurred_at": _odd_time(),
+    "agent": json_values,
+    "data": st.one_of(json_values, st.fixed_dictionaries({}, optional={
+        "incident_key": st.one_of(st.text(max_size=140), json_values), "assignees": json_values,
+        "number": json_values, "title": json_values})),
+})
+
+
+@FUZZ
+@given(fields=pd_fields, wrap=st.booleans())
+def test_signed_pagerduty_events_of_any_shape_never_5xx(responders_app: ResponderHarness, fields: dict[str, Any],
+                                                       wrap: bool) -> None:
+    h = responders_app
+    event = {**pd_event("incident.acknowledged", "INC-20261128-abcdef")["event"], **fields}
+    body, headers = pd_signed(json.dumps({"event": event} if wrap else event).encode(), PD_SECRET)
+    response = h.client.post("/webhooks/pagerduty", content=body, headers=headers)
+    assert response.status_code in (200, 400, 403), (fields, response.status_code, response.text)
+    if response.status_code == 200:
+        assert response.json()["status"] in ("ignored", "replayed")  # no such incident in the ledger
+    assert h.event_count() == 0

@@ -496,7 +496,8 @@ def test_docs_and_openapi_are_closed_unless_enabled(make_harness, harness: Harne
     for path in ("/webhooks/openapi.json", "/webhooks/docs", "/openapi.json", "/docs", "/redoc"):
         assert harness.client.get(path).status_code == 404, path
     opened = make_harness(docs=True)
-    assert opened.client.get("/webhooks/openapi.json").json()["paths"].keys() == {"/webhooks/sns", "/webhooks/alert"}
+    assert opened.client.get("/webhooks/openapi.json").json()["paths"].keys() == {
+        "/webhooks/sns", "/webhooks/alert", "/webhooks/slack", "/webhooks/pagerduty"}
     assert opened.client.get("/webhooks/docs").status_code == 200
 
 

@@ -19,8 +19,14 @@
 | `INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS` | rotated audit files kept | 5 |
 | `INCIDENT_OPS_WEBHOOK_DOCS` | `on`: serve the webhook app's OpenAPI (`/incidents/webhooks/openapi.json`) and docs | `off` |
 
+| `INCIDENT_OPS_WEBHOOK_WORKERS` | threads of the Slack/PagerDuty webhooks' own pool (the work done after answering Slack) | 4 |
+| `INCIDENT_OPS_WEBHOOK_MAX_PENDING` | Slack/PagerDuty jobs queued or running at once; more get 503 `busy` | 64 |
+| `INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS` | refuse PagerDuty events whose `occurred_at` is older (replays) | 3600 |
+
 The HMAC secret of `/alert` comes from the Airflow connection `incident_webhook` (password), else
-the Airflow Variable `incident_ops_webhook_secret`.
+the Airflow Variable `incident_ops_webhook_secret`. The Slack app's signing secret is the password
+of the connection `incident_slack_webhook`; the PagerDuty v3 webhook secrets (one, or several
+separated by commas/whitespace during a rotation) the password of `incident_pagerduty_webhook`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "PAGERDUTY_SECRET_CONN_ID",
     "SECRET_CONN_ID",
+    "SLACK_SECRET_CONN_ID",
     "SECRET_VARIABLE",
     "ConfigError",
     "WebhookConfig",
@@ -44,6 +52,8 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 SECRET_CONN_ID = "incident_webhook"
 SECRET_VARIABLE = "incident_ops_webhook_secret"
+SLACK_SECRET_CONN_ID = "incident_slack_webhook"
+PAGERDUTY_SECRET_CONN_ID = "incident_pagerduty_webhook"
 _TOPIC_ARN = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$")
@@ -131,6 +141,9 @@ class WebhookConfig:
     audit_max_bytes: int = 10 * 1024 * 1024
     audit_backups: int = 5
     docs: bool = False
+    workers: int = 4
+    max_pending: int = 64
+    pagerduty_max_age_seconds: float = 3600.0
 
     @property
     def sns_regions(self) -> frozenset[str]:
@@ -180,6 +193,10 @@ class WebhookConfig:
                                         10 * 1024 * 1024)),
             audit_backups=int(_number("INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS", env.get("INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS"), 5)),
             docs=docs_enabled(env),
+            workers=int(_number("INCIDENT_OPS_WEBHOOK_WORKERS", env.get("INCIDENT_OPS_WEBHOOK_WORKERS"), 4, 1)),
+            max_pending=int(_number("INCIDENT_OPS_WEBHOOK_MAX_PENDING", env.get("INCIDENT_OPS_WEBHOOK_MAX_PENDING"), 64, 1)),
+            pagerduty_max_age_seconds=_number("INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS",
+                                              env.get("INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS"), 3600.0, 1),
         )
 
 
