@@ -42,6 +42,7 @@ from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback, TriggerR
 from incident_ops.core.runbook import SCENARIOS, load_runbook
 from incident_ops.notifiers.incident import IncidentFailureNotifier
 from incident_ops.operators.conditions import StepConditionOperator
+from incident_ops.operators.decision_reminder import DecisionReminderOperator
 from incident_ops.operators.decisions import ScenarioChoiceOperator, StepApprovalOperator
 from incident_ops.operators.remediation import RemediationOperator
 from incident_ops.params import AUTO, incident_params
@@ -171,7 +172,7 @@ def incident_response() -> None:
             """Ask a person unless the form named the scenario (or a dry run has a suggestion)."""
             if params["scenario"] != AUTO or (params["check_mode"] and evidence.get("suggested")):
                 return "recover.use_preset"
-            return "recover.choose_scenario"
+            return ["recover.choose_scenario", "recover.remind_choose_scenario"]
 
         @task.branch
         def use_preset(incident: dict, evidence: dict, params: dict | None = None) -> str:
@@ -184,13 +185,7 @@ def incident_response() -> None:
         preset = use_preset(incident, evidence)
         choose = ScenarioChoiceOperator(
             task_id="choose_scenario",
-            subject="復旧シナリオの選択: {{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['id'] }}",
-            body=(
-                "**{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['severity'] }}** "
-                "{{ ti.xcom_pull(task_ids='" + OPEN_TASK + "')['symptom'] }}\n\n"
-                "提案: **{{ ti.xcom_pull(task_ids='" + EVIDENCE_TASK + "')['suggested'] or 'なし' }}**\n\n"
-                "{% for r in ti.xcom_pull(task_ids='" + EVIDENCE_TASK + "')['reasons'] %}- {{ r }}\n{% endfor %}"
-            ),
+            subject="復旧シナリオの選択",
             options=[scenario_option(name) for name in SCENARIOS] + [MANUAL_OPTION],
             options_mapping={scenario_option(name): f"recover.{name}.start" for name in SCENARIOS}
             | {MANUAL_OPTION: "recover.manual"},
@@ -201,9 +196,16 @@ def incident_response() -> None:
             suggestion_task_id=EVIDENCE_TASK,
             response_timeout=dt.timedelta(minutes=RUNBOOK.decisions.scenario_choice.timeout_minutes),
         )
+        remind_choice = DecisionReminderOperator(
+            task_id="remind_choose_scenario",
+            incident_id=INCIDENT_ID,
+            decision_task_id="recover.choose_scenario",
+            response_timeout=choose.response_timeout,
+            check_mode=CHECK_MODE,
+        )
         manual = EmptyOperator(task_id="manual", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
         done = EmptyOperator(task_id="done", trigger_rule=TriggerRule.ALL_DONE)
-        decision >> [choose, preset]
+        decision >> [choose, preset, remind_choice]
         [choose, preset] >> manual
 
         approval_timeout = dt.timedelta(minutes=RUNBOOK.decisions.approval.timeout_minutes)
@@ -233,7 +235,6 @@ def incident_response() -> None:
                     # keeps the scenarios nobody chose skipped.
                     head_rule = TriggerRule.ALL_SUCCESS if step.when else TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
                     chain = []
-                    reason = ""
                     if step.when:
                         if previous is not start:
                             joined = EmptyOperator(task_id=f"after_{previous_id}", trigger_rule=TriggerRule.ALL_DONE)
@@ -249,33 +250,24 @@ def incident_response() -> None:
                             trigger_rule=head_rule,
                             retries=0,
                         ))
-                        reason = (
-                            "\n\n理由: {{ (ti.xcom_pull(task_ids='recover." + name + ".when_" + step.id
-                            + "') or {}).get('reason') }}"
-                        )
                     approved_by = None
-                    if step.approval:
-                        approve = StepApprovalOperator(
+                    gate = None
+                    if step.approval or step.needs_consent:
+                        # Its own approval, or (consent_only) the consent a person gave by choosing
+                        # the scenario; asked when the scenario started with nobody choosing it.
+                        gate = StepApprovalOperator(
                             task_id=f"approve_{step.id}",
-                            subject=f"承認: {scenario.label} / {step.title} ({step.action})",
-                            body=(
-                                f"インシデント {INCIDENT_ID} のステップ **{step.title}** ({step.action}) を実行します。"
-                                f"{reason}\n\nparams: `{step.params}`\n\n"
-                                f"{RUNBOOK.decisions.approval.timeout_minutes}分以内に回答がなければ既定値 "
-                                f"({RUNBOOK.decisions.approval.on_timeout}) になります。"
-                            ),
-                            defaults=[
-                                StepApprovalOperator.APPROVE
-                                if RUNBOOK.decisions.approval.on_timeout == "approve"
-                                else StepApprovalOperator.REJECT
-                            ],
                             incident_id=INCIDENT_ID,
+                            scenario=name,
                             step_id=step.id,
+                            consent_only=not step.approval,
+                            reason=f"recover.{name}.when_{step.id}" if step.when else None,
+                            defaults=[StepApprovalOperator.REJECT],
                             check_mode=CHECK_MODE,
                             response_timeout=approval_timeout,
                             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS if chain else head_rule,
                         )
-                        chain.append(approve)
+                        chain.append(gate)
                         approved_by = (
                             "{{ (ti.xcom_pull(task_ids='recover." + name + ".approve_" + step.id
                             + "') or {}).get('approved_by') }}"
@@ -310,6 +302,19 @@ def incident_response() -> None:
                     if previous is not start:
                         start >> chain[0]
                     previous >> chain[0]
+                    if gate is not None:
+                        # Starts with the gate (same upstream, same rule) to remind halfway.
+                        reminder = DecisionReminderOperator(
+                            task_id=f"remind_{step.id}",
+                            incident_id=INCIDENT_ID,
+                            decision_task_id=f"recover.{name}.approve_{step.id}",
+                            step_id=step.id,
+                            response_timeout=approval_timeout,
+                            check_mode=CHECK_MODE,
+                            trigger_rule=gate.trigger_rule,
+                        )
+                        for upstream in gate.upstream_list:
+                            upstream >> reminder
                     previous, previous_id = run, step.id
                 return start, [previous, *side]
 

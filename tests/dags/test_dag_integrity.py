@@ -107,8 +107,10 @@ def test_phase_time_boxes_are_deadline_alerts(parsed: dict) -> None:
 
 def test_recover_groups_follow_the_runbooks_steps(parsed: dict) -> None:
     """Each main step becomes `[when_<step>] → [approve_<step>] → <step>` in its scenario's group:
-    the condition first (a ladder's rung, the fallback, a support case), then the approval, then the
-    step (a `wait:` step is the deferrable ProviderStatusSensor)."""
+    the condition first (a ladder's rung, the fallback, a support case), then the approval (its own,
+    or the consent of a step that is neither `auto` nor read-only), then the step (a `wait:` step is
+    the deferrable ProviderStatusSensor). Each approval has a `remind_<step>` beside it: same
+    upstream, same trigger rule, no downstream."""
     from incident_ops.core.runbook import load_runbook
 
     runbook = load_runbook()
@@ -118,9 +120,17 @@ def test_recover_groups_follow_the_runbooks_steps(parsed: dict) -> None:
         for step in scenario.main_steps():
             run = tasks[f"{group}.{step.id}"]
             assert run["operator"] == ("ProviderStatusSensor" if step.wait else "RemediationOperator"), step.id
-            chain = [f"{group}.when_{step.id}"] * bool(step.when) + [f"{group}.approve_{step.id}"] * step.approval
+            gated = step.approval or step.needs_consent
+            chain = [f"{group}.when_{step.id}"] * bool(step.when) + [f"{group}.approve_{step.id}"] * gated
             assert (f"{group}.when_{step.id}" in tasks) == bool(step.when)
-            assert (f"{group}.approve_{step.id}" in tasks) == step.approval
+            assert (f"{group}.approve_{step.id}" in tasks) == gated
+            assert (f"{group}.remind_{step.id}" in tasks) == gated
+            if gated:
+                approve, remind = tasks[f"{group}.approve_{step.id}"], tasks[f"{group}.remind_{step.id}"]
+                assert approve["operator"] == "StepApprovalOperator"
+                assert remind["operator"] == "DecisionReminderOperator"
+                assert (remind["upstream"], remind["trigger_rule"]) == (approve["upstream"], approve["trigger_rule"])
+                assert not any(f"{group}.remind_{step.id}" in t["upstream"] for t in tasks.values())
             for upstream, downstream in zip(chain, [*chain[1:], f"{group}.{step.id}"][:len(chain)], strict=True):
                 assert tasks[downstream]["upstream"] == [upstream], (downstream, tasks[downstream])
             if step.when:

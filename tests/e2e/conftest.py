@@ -24,6 +24,9 @@ def fast_runbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
     data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
     data["severities"]["P1"]["response_start_minutes"] = 1  # the unacknowledged escalation within a test
+    # an unanswered decision times out within a test (the people of the other tests answer in seconds)
+    data["decisions"]["scenario_choice"]["timeout_minutes"] = 0.5
+    data["decisions"]["approval"]["timeout_minutes"] = 0.5
     # a ladder's next rung and the external wait decided within seconds (same rules)
     data["ladder"] = {"settle_seconds": 20, "consecutive_healthy": 2, "interval_seconds": 2}
     for step in data["scenarios"]["external"]["steps"]:

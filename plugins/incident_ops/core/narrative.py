@@ -67,6 +67,12 @@ EVENT_LABELS: dict[str, str] = {
     "step_skipped": "見送り",
     "scenario_notice": "連絡",
     "status_update": "外部サービス状況",
+    "decision_posted": "判断の依頼",
+    "decision_reminded": "リマインド",
+    "decision_answered": "回答",
+    "pagerduty_resolved": "PagerDuty 解決",
+    "pagerduty_escalated": "PagerDuty エスカレーション",
+    "pagerduty_reassigned": "PagerDuty 担当変更",
 }
 
 ACTOR_LABELS: dict[str, str] = {
@@ -333,6 +339,14 @@ def _approval_sentence(runbook: Runbook, event: Mapping[str, Any]) -> str | None
     who = data.get("by") or event.get("actor")
     timed_out = data.get("timed_out")
     suffix = "（回答なし: 既定値）" if timed_out else (f"（{actor_label(who)}）" if who else "")
+    if data.get("consent"):
+        suffix = f"（シナリオを選んだ {actor_label(who)} の判断）"
+    scenario = runbook.scenarios.get(str(data.get("scenario") or ""))
+    if scenario is not None and step:
+        try:
+            step = f"「{scenario.step(str(step)).title}」"
+        except KeyError:
+            pass
     return f"手順 {step} を{word}{suffix}" if step else f"{word}{suffix}"
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 __all__ = [
     "ACTIONS",
     "AWS_ACTIONS",
+    "READ_ONLY_ACTIONS",
     "DEFAULT_RUNBOOK_PATH",
     "SEVERITIES",
     "STEP_CONDITIONS",
@@ -29,6 +30,7 @@ __all__ = [
     "load_runbook",
     "parse_runbook",
     "runbook_path",
+    "timeout_policy",
 ]
 
 SEVERITIES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
@@ -56,6 +58,8 @@ ACTIONS: frozenset[str] = frozenset(
     }
 )
 # Steps whose work is AWS's (a failure of theirs points at AWS: the `aws_failure` condition).
+# Steps that change nothing (they read a status page): no consent needed, ever.
+READ_ONLY_ACTIONS: frozenset[str] = frozenset({"external_status_check"})
 AWS_ACTIONS: frozenset[str] = frozenset(
     {"ecs_scale_out", "ecs_scale_up", "ecs_rollback", "ecs_force_deployment", "rds_failover", "rds_restore_snapshot"}
 )
@@ -517,6 +521,25 @@ class LbOnly5xx(_Model):
     max_target_share: float = Field(default=0.1, ge=0, le=1)
 
 
+ChoiceTimeout = Literal["manual", "suggested"]
+ApprovalTimeout = Literal["reject", "approve"]
+
+
+def _per_severity(value: Any) -> Any:
+    if isinstance(value, dict):
+        unknown = [key for key in value if key not in (*SEVERITIES, "default")]
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}: use severities (P1-P4) and default")
+        if "default" not in value and any(s not in value for s in SEVERITIES):
+            raise ValueError("name every severity (P1-P4) or give a default")
+    return value
+
+
+# An `on_timeout`: one value for every severity, or {P1: …, P2: …, default: …}.
+ChoicePolicy = Annotated[ChoiceTimeout | dict[str, ChoiceTimeout], BeforeValidator(_per_severity)]
+ApprovalPolicy = Annotated[ApprovalTimeout | dict[str, ApprovalTimeout], BeforeValidator(_per_severity)]
+
+
 class ScenarioSignals(_Model):
     recent_deploy_minutes: int | None = None
     log_terms: list[str] = []
@@ -551,6 +574,12 @@ class Step(_Model):
     only_as_fallback: bool = False
     when: StepCondition | None = None
     wait: StepWait | None = None
+    # What the approval's timeout does (overrides decisions.approval.on_timeout), per severity or one value.
+    on_timeout: ApprovalPolicy | None = None
+    # Allowed to change production with nobody answering (in a scenario that started on the
+    # choice's timeout); `auto_reason` says why, in one line, to the people reading the decision.
+    auto: bool = False
+    auto_reason: str | None = None
 
     @field_validator("action")
     @classmethod
@@ -565,7 +594,26 @@ class Step(_Model):
             raise ValueError(f"step {self.id!r}: wait repeats a read-only check; only external_status_check can wait")
         if self.wait is not None and (self.approval or self.fallback):
             raise ValueError(f"step {self.id!r}: a waiting step needs no approval and has no fallback")
+        if self.auto and not (self.auto_reason or "").strip():
+            raise ValueError(f"step {self.id!r}: auto: true needs auto_reason (one line: why it may run unanswered)")
+        if self.auto_reason is not None and ("\n" in self.auto_reason.strip() or not self.auto):
+            raise ValueError(f"step {self.id!r}: auto_reason is one line, on a step with auto: true")
+        if self.on_timeout is not None and not self.approval:
+            raise ValueError(f"step {self.id!r}: on_timeout applies to an approval; the step has approval: false")
+        if self.only_as_fallback and self.auto:
+            raise ValueError(f"step {self.id!r}: a fallback runs under its step's consent; auto goes on that step")
         return self
+
+    @property
+    def read_only(self) -> bool:
+        """Changes nothing anywhere (a status page read): runs without anyone's consent."""
+        return self.action in READ_ONLY_ACTIONS
+
+    @property
+    def needs_consent(self) -> bool:
+        """A person must have said yes before it runs: by its own approval, or by choosing the
+        scenario (a scenario started on the choice's timeout asks for each such step)."""
+        return not (self.auto or self.read_only)
 
     @property
     def title(self) -> str:
@@ -578,6 +626,8 @@ class Scenario(_Model):
     signals: ScenarioSignals = ScenarioSignals()
     # Channels of contacts.channels told when the scenario starts (infra: #infra-support).
     notify: list[str] = []
+    # When this is the suggestion and nobody picks a scenario: overrides decisions.scenario_choice.on_timeout.
+    on_timeout: ChoicePolicy | None = None
     steps: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -616,28 +666,32 @@ class Scenario(_Model):
 
 
 class Decision(_Model):
-    timeout_minutes: int = Field(gt=0)
-    on_timeout: str
+    timeout_minutes: float = Field(gt=0)
+
+
+class ScenarioChoice(Decision):
+    # manual: nobody answered → no automatic recovery; suggested: the suggested scenario starts, and
+    # of its steps only those marked `auto` change anything unless a person approves them.
+    on_timeout: ChoicePolicy
+
+
+class Approval(Decision):
+    on_timeout: ApprovalPolicy
 
 
 class Decisions(_Model):
-    scenario_choice: Decision
-    approval: Decision
+    scenario_choice: ScenarioChoice
+    approval: Approval
+    # Who may answer a decision or start the response from Slack: `roster` (the on-call rotation)
+    # and person ids of contacts.people.
+    responders: list[str] = ["roster", "dev_lead", "cto"]
 
-    @field_validator("approval")
-    @classmethod
-    def _approval_default(cls, value: Decision) -> Decision:
-        if value.on_timeout not in ("approve", "reject"):
-            raise ValueError(f"on_timeout must be 'approve' or 'reject', got {value.on_timeout!r}")
-        return value
 
-    @field_validator("scenario_choice")
-    @classmethod
-    def _choice_default(cls, value: Decision) -> Decision:
-        allowed = ("suggested", *SCENARIOS)
-        if value.on_timeout not in allowed:
-            raise ValueError(f"on_timeout must be one of {', '.join(allowed)}, got {value.on_timeout!r}")
+def timeout_policy(value: str | dict[str, str], severity: str) -> str:
+    """The `on_timeout` that applies to `severity`: one value, or a map of severities and `default`."""
+    if isinstance(value, str):
         return value
+    return value[severity] if severity in value else value["default"]
 
 
 class Verification(_Model):
@@ -877,6 +931,18 @@ class Runbook(_Model):
                 if channel not in self.contacts.channels:
                     raise ValueError(f"at scenarios.{name}.notify: unknown channel {channel!r}; "
                                      f"known: {', '.join(self.contacts.channels)}")
+        for responder in self.decisions.responders:
+            if responder != "roster" and responder not in self.contacts.people:
+                raise ValueError(f"at decisions.responders: unknown person {responder!r}; "
+                                 f"use roster or ids of contacts.people ({', '.join(self.contacts.people)})")
+        for name, scenario in self.scenarios.items():
+            for step in scenario.steps:
+                on_timeout = step.on_timeout or self.decisions.approval.on_timeout
+                approves = on_timeout == "approve" or (isinstance(on_timeout, dict) and "approve" in on_timeout.values())
+                if step.approval and approves and not step.auto:
+                    raise ValueError(
+                        f"at scenarios.{name}.steps: step {step.id!r} would run with nobody answering "
+                        "(its approval's on_timeout is approve); mark it auto: true with an auto_reason, or reject")
         for extra in self.oncall.business_hours_team_extra:
             if extra not in self.contacts.people:
                 raise ValueError(f"at oncall.business_hours_team_extra: unknown person {extra!r}")

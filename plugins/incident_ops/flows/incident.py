@@ -17,6 +17,7 @@ from typing import Any
 
 from incident_ops.core import diagnosis, messages, narrative
 from incident_ops.core.deadlines import postmortem_schedule, response_deadline
+from incident_ops.core.decisions import acknowledge_blocks
 from incident_ops.core.escalation import route, unacknowledged_route
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.oncall import rotation_engineer
@@ -184,8 +185,11 @@ def declare(incident: dict[str, Any]) -> dict[str, Any]:
             responders=responders,
             channel=channel["name"],
         )
+        # The template's text as is; the blocks add the 「対応開始」 button (acknowledges for who presses it).
+        blocks = acknowledge_blocks(text, incident["id"])
         for where in (runbook.contacts.channels["dev_team"], channel["id"]):
-            posted.append(slack.post(where, text, idempotency_key=f"{incident['id']}:declaration:{where}"))
+            posted.append(slack.post(where, text, idempotency_key=f"{incident['id']}:declaration:{where}",
+                                     blocks=blocks))
     ledger.update(incident["id"], _now(), slack_channel=channel["name"], slack_channel_id=channel["id"],
                   declared_at=_now() if incident["declare"] else None)
     ledger.record_event(
