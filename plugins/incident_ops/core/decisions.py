@@ -110,7 +110,7 @@ def outcome_on_timeout(runbook: Runbook, *, kind: Kind, severity: str, suggested
         else:
             text += "人の回答なしで本番環境を変更する手順はありません。"
         if asks:
-            text += f"{_step_names(asks)}はそれぞれ承認を待ちます。"
+            text += f"{_step_names(asks)}は{'それぞれ' if len(asks) > 1 else ''}承認を待ちます。"
         return text
     if not scenario or not step_id:
         raise ValueError("an approval's outcome needs its scenario and step")
@@ -225,8 +225,9 @@ def acknowledge_blocks(text: str, incident_id: str) -> list[dict[str, Any]]:
 def reminder_text(runbook: Runbook, *, mention: str | None, subject: str, deadline: dt.datetime,
                   on_timeout: str) -> str:
     """Halfway to the deadline, nobody answered: the on-call engineer is mentioned."""
+    day = deadline.astimezone(runbook.tz).strftime("%m/%d")
     return render("decision_reminder.txt.j2", to=Trusted(mention) if mention else None, subject=subject,
-                  deadline=format_time_jst(deadline, runbook.tz), on_timeout=on_timeout).rstrip("\n")
+                  deadline=f"{day} {format_time_jst(deadline, runbook.tz)}", on_timeout=on_timeout).rstrip("\n")
 
 
 def timeout_notice_text(runbook: Runbook, *, mention: str | None, subject: str, incident_id: str,

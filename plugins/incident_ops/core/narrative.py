@@ -344,7 +344,7 @@ def _approval_sentence(runbook: Runbook, event: Mapping[str, Any]) -> str | None
     scenario = runbook.scenarios.get(str(data.get("scenario") or ""))
     if scenario is not None and step:
         try:
-            step = f"「{scenario.step(str(step)).title}」"
+            return f"手順「{scenario.step(str(step)).title}」を{word}{suffix}"
         except KeyError:
             pass
     return f"手順 {step} を{word}{suffix}" if step else f"{word}{suffix}"

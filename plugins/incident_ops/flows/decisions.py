@@ -35,9 +35,10 @@ def _now() -> dt.datetime:
 
 
 def _aware(value: Any) -> dt.datetime:
-    from incident_ops.flows.incident import _aware as aware
-
-    return aware(value)
+    # Local (the triggerer imports this module: it must stay light, no clients or hooks).
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _services(incident: dict[str, Any]) -> Any:

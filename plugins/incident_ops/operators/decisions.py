@@ -203,7 +203,14 @@ class StepApprovalOperator(_Announced, ApprovalOperator):
         from incident_ops.core.ledger import Ledger
 
         chosen = [e for e in Ledger().events(self.incident_id) if e["kind"] == "scenario_chosen"]
-        return (chosen[-1].get("actor") if chosen else None) or "起動時の指定"
+        if not chosen:
+            return "起動時の指定"
+        data = chosen[-1].get("data") or {}
+        if data.get("unattended") or data.get("timed_out"):
+            return None  # the XCom was lost: the ledger still says nobody chose
+        actor = chosen[-1].get("actor")
+        # A scenario named at the start (the form, the REST conf) is recorded by incident_ops.
+        return "起動時の指定" if actor in (None, "", "incident_ops") else actor
 
     def execute(self, context: Any) -> Any:
         from incident_ops.core import decisions
@@ -230,7 +237,7 @@ class StepApprovalOperator(_Announced, ApprovalOperator):
         plan = runbook.scenario(self.scenario)
         question = f"シナリオ「{plan.label}」の手順「{step.title}」（{step.action}）を実行してよいですか。"
         if self.consent_only:
-            question += " シナリオは回答のないまま開始されたため、この手順は人の承認なしには実行しません。"
+            question += "シナリオは回答のないまま開始されたため、この手順は人の承認なしには実行しません。"
         reasons = []
         if self.reason_task_id:
             found = context["ti"].xcom_pull(task_ids=self.reason_task_id) or {}
