@@ -136,14 +136,14 @@ def test_the_incident_slash_command_declares_through_the_intake(stack: LocalStac
     sandbox = stack.sandbox_client()
     sandbox.reset()
     oncall = sandbox.oncall_person()
-    answer = sandbox.slack_command("決済ページで全ユーザーがエラーになる", oncall["slack_user_id"])
+    answer = sandbox.slack_command("全ユーザーがログインできない", oncall["slack_user_id"])
     text = json.dumps(answer, ensure_ascii=False)
     assert "INC-" in text and "P1" in text, answer
     incident_id = "INC-" + text.split("INC-", 1)[1][:15]
     record = ledger_for(stack).get(incident_id)
     assert record["severity"] == "P1" and record["reporter"]
     # the same command again joins the incident instead of opening a second one
-    again = json.dumps(sandbox.slack_command("決済ページで全ユーザーがエラーになる", oncall["slack_user_id"]),
+    again = json.dumps(sandbox.slack_command("全ユーザーがログインできない", oncall["slack_user_id"]),
                        ensure_ascii=False)
     assert incident_id in again
     # its run exists; stop it so it does not play on while other tests use the sandbox
