@@ -183,51 +183,41 @@ def pagerduty_incidents(request: Request) -> JSONResponse:
         return JSONResponse([pd.incident_view(i) for i in pd.incidents.values()])
 
 
-@router.post("/pagerduty/acknowledge")
-async def pagerduty_acknowledge(request: Request) -> JSONResponse:
+async def _pagerduty_transition(request: Request, required: tuple[str, ...], act: Any) -> Response:
+    """A person's action on a PagerDuty incident (the page's buttons, the tests): `act(pd, body)`."""
     try:
         body = await _json(request)
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
-    if not body.get("dedup_key"):
-        return JSONResponse({"error": "dedup_key is required"}, status_code=400)
+    if not all(body.get(name) for name in required):
+        return JSONResponse({"error": f"{' and '.join(required)} {'is' if len(required) == 1 else 'are'} required"},
+                            status_code=400)
     try:
-        incident = _ctx(request).pagerduty.acknowledge(str(body["dedup_key"]), body.get("user"))
+        incident = act(_ctx(request).pagerduty, body)
     except KeyError as exc:
         return JSONResponse({"error": str(exc.args[0])}, status_code=404)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
     return _answer(request, body, incident)
+
+
+@router.post("/pagerduty/acknowledge")
+async def pagerduty_acknowledge(request: Request) -> Response:
+    return await _pagerduty_transition(request, ("dedup_key",),
+                                       lambda pd, b: pd.acknowledge(str(b["dedup_key"]), b.get("user")))
 
 
 @router.post("/pagerduty/resolve")
 async def pagerduty_resolve(request: Request) -> Response:
-    try:
-        body = await _json(request)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    if not body.get("dedup_key"):
-        return JSONResponse({"error": "dedup_key is required"}, status_code=400)
-    try:
-        incident = _ctx(request).pagerduty.resolve(str(body["dedup_key"]), body.get("user"))
-    except KeyError as exc:
-        return JSONResponse({"error": str(exc.args[0])}, status_code=404)
-    return _answer(request, body, incident)
+    return await _pagerduty_transition(request, ("dedup_key",),
+                                       lambda pd, b: pd.resolve(str(b["dedup_key"]), b.get("user")))
 
 
 @router.post("/pagerduty/reassign")
 async def pagerduty_reassign(request: Request) -> Response:
-    try:
-        body = await _json(request)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    if not body.get("dedup_key") or not body.get("assignee"):
-        return JSONResponse({"error": "dedup_key and assignee are required"}, status_code=400)
-    try:
-        incident = _ctx(request).pagerduty.reassign(str(body["dedup_key"]), str(body["assignee"]), body.get("user"))
-    except KeyError as exc:
-        return JSONResponse({"error": str(exc.args[0])}, status_code=404)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    return _answer(request, body, incident)
+    return await _pagerduty_transition(
+        request, ("dedup_key", "assignee"),
+        lambda pd, b: pd.reassign(str(b["dedup_key"]), str(b["assignee"]), b.get("user")))
 
 
 @router.get("/pagerduty/webhooks")
