@@ -21,6 +21,8 @@ import pendulum
 from airflow.sdk import Param, PokeReturnValue, dag, task
 
 from incident_ops.core.runbook import SEVERITIES
+from incident_ops.notifiers.dag_failure import DagFailureNotifier
+from incident_ops.notifiers.long_running import stuck_run_alert
 from incident_ops.params import INCIDENT_ID_PATTERN
 
 
@@ -31,7 +33,14 @@ from incident_ops.params import INCIDENT_ID_PATTERN
     catchup=False,
     doc_md=__doc__,
     tags=["incident", "peoplebooster"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=5), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2, "retry_delay": dt.timedelta(seconds=5), "retry_exponential_backoff": True,
+        "on_failure_callback": DagFailureNotifier(),
+    },
+    # Nothing fails silently: #dev-team hears of a failed run, and of a run stuck far beyond its
+    # expected time (incident_ops.core.safety_nets.SAFETY_NETS).
+    on_failure_callback=DagFailureNotifier(),
+    deadline=[stuck_run_alert("incident_escalate")],
     max_active_runs=16,
     params={
         "incident_id": Param("", type="string", pattern=INCIDENT_ID_PATTERN, title="Incident id",

@@ -40,7 +40,9 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback, TriggerRule, dag, task, task_group
 
 from incident_ops.core.runbook import SCENARIOS, load_runbook
+from incident_ops.notifiers.dag_failure import DagFailureNotifier
 from incident_ops.notifiers.incident import IncidentFailureNotifier
+from incident_ops.notifiers.long_running import stuck_run_alert
 from incident_ops.operators.conditions import StepConditionOperator
 from incident_ops.operators.decision_reminder import DecisionReminderOperator
 from incident_ops.operators.decisions import ScenarioChoiceOperator, StepApprovalOperator
@@ -107,9 +109,13 @@ def scenario_option(name: str) -> str:
     },
     max_active_runs=16,
     render_template_as_native_obj=True,
+    # The run failed: #dev-team hears of it even when no incident was opened (the task's notifier
+    # tells the incident channel).
+    on_failure_callback=DagFailureNotifier(),
     deadline=[
         time_box_alert(1, RUNBOOK.phase_time_boxes.detect),
         time_box_alert(2, RUNBOOK.phase_time_boxes.investigate),
+        stuck_run_alert("incident_response"),  # 長時間実行中: #dev-team and the incident channel
     ],
 )
 def incident_response() -> None:

@@ -15,6 +15,9 @@ import datetime as dt
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
+from incident_ops.notifiers.dag_failure import DagFailureNotifier
+from incident_ops.notifiers.long_running import stuck_run_alert
+
 
 @dag(
     dag_id="incident_response_report",
@@ -24,7 +27,14 @@ from airflow.sdk import CronTriggerTimetable, dag, task
     max_active_runs=1,
     doc_md=__doc__,
     tags=["report", "peoplebooster"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2, "retry_delay": dt.timedelta(minutes=1), "retry_exponential_backoff": True,
+        "on_failure_callback": DagFailureNotifier(),
+    },
+    # Nothing fails silently: #dev-team hears of a failed run, and of a run stuck far beyond its
+    # expected time (incident_ops.core.safety_nets.SAFETY_NETS).
+    on_failure_callback=DagFailureNotifier(),
+    deadline=[stuck_run_alert("incident_response_report")],
 )
 def incident_response_report() -> None:
     @task

@@ -29,6 +29,8 @@ from airflow.sdk import MultipleCronTriggerTimetable, dag, task
 
 from incident_ops.core.handoff import timetable_crons
 from incident_ops.core.runbook import load_runbook
+from incident_ops.notifiers.dag_failure import DagFailureNotifier
+from incident_ops.notifiers.long_running import stuck_run_alert
 
 # Parsing reads only the runbook file: no network or database access.
 RUNBOOK = load_runbook()
@@ -42,7 +44,14 @@ RUNBOOK = load_runbook()
     max_active_runs=1,
     doc_md=__doc__,
     tags=["oncall", "peoplebooster"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2, "retry_delay": dt.timedelta(seconds=30), "retry_exponential_backoff": True,
+        "on_failure_callback": DagFailureNotifier(),
+    },
+    # Nothing fails silently: #dev-team hears of a failed run, and of a run stuck far beyond its
+    # expected time (incident_ops.core.safety_nets.SAFETY_NETS).
+    on_failure_callback=DagFailureNotifier(),
+    deadline=[stuck_run_alert("oncall_handoff")],
 )
 def oncall_handoff() -> None:
     @task

@@ -13,6 +13,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from incident_ops.notifiers.dag_failure import DagFailureNotifier
+from incident_ops.notifiers.long_running import stuck_run_alert
 from incident_ops.params import INCIDENT_ID_PATTERN
 
 
@@ -23,7 +25,11 @@ from incident_ops.params import INCIDENT_ID_PATTERN
     catchup=False,
     doc_md=__doc__,
     tags=["postmortem", "peoplebooster"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=5)},
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=5), "on_failure_callback": DagFailureNotifier()},
+    # Nothing fails silently: #dev-team hears of a failed run, and of a run stuck far beyond its
+    # expected time (incident_ops.core.safety_nets.SAFETY_NETS).
+    on_failure_callback=DagFailureNotifier(),
+    deadline=[stuck_run_alert("postmortem_done")],
     params={
         "incident_id": Param("", type="string", pattern=INCIDENT_ID_PATTERN, title="Incident id",
                              description="e.g. INC-20261128-7f3a2c"),

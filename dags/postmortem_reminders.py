@@ -24,6 +24,9 @@ import datetime as dt
 import pendulum
 from airflow.sdk import CronTriggerTimetable, dag, task
 
+from incident_ops.notifiers.dag_failure import DagFailureNotifier
+from incident_ops.notifiers.long_running import stuck_run_alert
+
 
 @dag(
     dag_id="postmortem_reminders",
@@ -33,7 +36,14 @@ from airflow.sdk import CronTriggerTimetable, dag, task
     max_active_runs=1,
     doc_md=__doc__,
     tags=["postmortem", "peoplebooster"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=30), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2, "retry_delay": dt.timedelta(seconds=30), "retry_exponential_backoff": True,
+        "on_failure_callback": DagFailureNotifier(),
+    },
+    # Nothing fails silently: #dev-team hears of a failed run, and of a run stuck far beyond its
+    # expected time (incident_ops.core.safety_nets.SAFETY_NETS).
+    on_failure_callback=DagFailureNotifier(),
+    deadline=[stuck_run_alert("postmortem_reminders")],
 )
 def postmortem_reminders() -> None:
     @task

@@ -24,6 +24,13 @@ def _forbid(what: str):
     return guard
 
 
+def _callbacks(callbacks: object) -> list[str]:
+    """The class names of a DAG's or a task's callbacks (one, a list, or none)."""
+    if not callbacks:
+        return []
+    return [type(callback).__name__ for callback in (callbacks if isinstance(callbacks, list) else [callbacks])]
+
+
 def main(dags_folder: str) -> None:
     from airflow.dag_processing.dagbag import DagBag  # Airflow itself may set up before the guards
 
@@ -59,6 +66,10 @@ def main(dags_folder: str) -> None:
                         }
                         for alert in dag.deadline or []
                     ],
+                    "on_failure_callback": _callbacks(dag.on_failure_callback),
+                    "task_failure_callbacks": {
+                        task.task_id: _callbacks(task.on_failure_callback) for task in dag.tasks
+                    },
                     "structure": {
                         task.task_id: {
                             "operator": type(task).__name__,

@@ -94,7 +94,8 @@ def test_phase_time_boxes_are_deadline_alerts(parsed: dict) -> None:
     boxes = load_runbook().phase_time_boxes
     dag = parsed["files"]["incident_response.py"]["dags"]["incident_response"]
     path = f"{phase_time_box_alert.__module__}.{phase_time_box_alert.__name__}"
-    assert dag["deadlines"] == [
+    # (the run's long-running safety net beside them: tests/dags/test_safety_nets.py)
+    assert [alert for alert in dag["deadlines"] if alert["name"] != "long_running"] == [
         {"name": "phase1_time_box", "reference": "DagRunQueuedAtDeadline", "minutes": boxes.detect,
          "callback": "SyncCallback", "path": path, "kwargs": {"phase": 1}},
         {"name": "phase2_time_box", "reference": "DagRunQueuedAtDeadline", "minutes": boxes.investigate,
