@@ -146,6 +146,20 @@ def airflow_env(
     return env
 
 
+def upgrade_ledger(env: Mapping[str, str], timeout: float = 180.0) -> str:
+    """`incident-ops ledger upgrade` on the ledger of `env` (INCIDENT_OPS_LEDGER_URL), as airflow-init
+    does in docker-compose.yaml: run before Airflow's processes start, which refuse a ledger whose
+    schema is not this release's. Returns the command's line; raises with its error when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "incident_ops", "ledger", "upgrade"],
+        env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, start_new_session=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"incident-ops ledger upgrade exited {result.returncode}: "
+                           f"{(result.stderr or result.stdout).strip()}")
+    return result.stdout.strip()
+
+
 @dataclass
 class ManagedProcess:
     """A command running in its own process group, with its output in a log file."""

@@ -61,6 +61,7 @@ from scripts.airflow_local import (  # noqa: E402
     admin_password,
     airflow_env,
     free_port_block,
+    upgrade_ledger,
     wait_for_http,
 )
 from scripts.incident_runner import (  # noqa: E402
@@ -283,9 +284,10 @@ class DistributedStack:
     # --- start ----------------------------------------------------------------------------------
 
     def start(self, say: Callable[[str], None] = print) -> DistributedStack:
-        """Create the databases, start the sandbox, migrate, start the five Airflow processes, wait
-        until the API server is up, the scheduler/triggerer/dag-processor report healthy, the worker
-        answers a Celery ping and the incident DAG is listed. Stops what it started if any of it fails."""
+        """Create the databases, start the sandbox, migrate Airflow's database and the ledger's, start
+        the five Airflow processes, wait until the API server is up, the scheduler/triggerer/dag-processor
+        report healthy, the worker answers a Celery ping and the incident DAG is listed. Stops what it
+        started if any of it fails."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         base = free_port_block(6)
         self.ports = {"aws": base, "http": base + 1, "https": base + 2, "api": base + 3,
@@ -298,6 +300,7 @@ class DistributedStack:
             self._check_executor_importable()
             say("airflow db migrate ...")
             self._migrate()
+            say(upgrade_ledger(self.env))  # incident-ops ledger upgrade, as airflow-init does
             say(f"starting api-server on {self.base_url}, scheduler, dag-processor, triggerer, celery worker ...")
             airflow = str(Path(sys.executable).parent / "airflow")
             self.commands = {

@@ -41,6 +41,7 @@ from scripts.airflow_local import (  # noqa: E402
     airflow_env,
     api_token,
     local_airflow_command,
+    upgrade_ledger,
     wait_for_http,
 )
 
@@ -255,9 +256,11 @@ class LocalStack:
         extra = {**sandbox_connections(self.endpoints), **sandbox_webhook_env(self.endpoints, self.topic_arn)}
         if self.runbook:
             extra["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
+        airflow_environment = self.airflow_environment(extra)
+        say(upgrade_ledger(airflow_environment))  # before any Airflow process opens the ledger
         say(f"starting Airflow (scheduler, dag-processor, triggerer, api-server) on {self.base_url} ...")
         self.airflow = ManagedProcess(
-            "airflow", self.airflow_command(), self.airflow_environment(extra),
+            "airflow", self.airflow_command(), airflow_environment,
             self.state_dir / "logs" / "airflow.log",
         ).start()
         wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=240, process=self.airflow)

@@ -413,6 +413,8 @@ RUN: dict[str, Run] = {
         both(json_with("at", "due", "pending"), pending_postmortem(DOCUMENTED_INCIDENT)),
     ),
     f"{CLI} postmortem-done {DOCUMENTED_INCIDENT} --path docs/pm.md": Run("cli", prints(DOCUMENTED_INCIDENT, "marked done")),
+    f"{CLI} ledger status": Run("cli", prints("up to date")),
+    f"{CLI} ledger upgrade --json": Run("cli", json_with("url", "from", "to", "head", stamped=False, state="current")),
     'PYTHONPATH=plugins .venv/bin/python -m incident_ops severity "ログインできない"': Run("cli", prints("P1 Critical")),
     "INCIDENT_OPS_RUNBOOK=include/runbook/peoplebooster.yaml "
     f"{CLI} route --severity P4 --at 2026-11-28T03:00:00+09:00": Run("cli", prints("dev_team via slack", "next business day")),

@@ -343,6 +343,8 @@ def test_airflow_init_script_is_valid_bash_and_python(services: dict[str, dict[s
     compile(python.group(1), "airflow-init ledger step", "exec")
     assert "CREATE DATABASE" in python.group(1) and "INCIDENT_OPS_LEDGER_URL" in python.group(1)
     assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
+    # The ledger's migrations, after its database exists and before any service opens it.
+    assert script.index("CREATE DATABASE") < script.index("python -m incident_ops ledger upgrade")
 
 
 def test_workers_scale_and_only_the_api_server_is_published(services: dict[str, dict[str, Any]]) -> None:

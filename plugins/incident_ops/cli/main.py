@@ -54,7 +54,7 @@ EXIT_ERROR = 2
 SYMPTOM_MAX_LENGTH = 500
 
 # Modules that register more subcommands with @command when imported (e.g. "incident_ops.cli.playbook").
-COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli.playbook", "incident_ops.cli.schedule")
+COMMAND_MODULES: tuple[str, ...] = ("incident_ops.cli.playbook", "incident_ops.cli.schedule", "incident_ops.cli.ledger")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,15 @@
 
 SQLAlchemy Core on SQLite (the default, a file under `state/`) or PostgreSQL (`postgresql+psycopg://…`).
 The database URL comes from the `url` argument, else `INCIDENT_OPS_LEDGER_URL`, else
-`sqlite:///<project>/state/ledger.db`. The schema is created on first use.
+`sqlite:///<project>/state/ledger.db`.
+
+The schema is migrated with Alembic (`incident_ops.migrations`, version table
+`incident_ops_alembic_version`; `incident-ops ledger upgrade` runs the migrations). The first time a
+process opens a database (one check per engine, engines are cached per URL) it checks the revision:
+an empty database is migrated to head on the spot (a new SQLite file: nothing to lose); a database
+at an older revision, at one this release does not know, or with the tables but no revision (made by
+`create_all` before migrations) is refused with `LedgerSchemaError`, whose message names
+`incident-ops ledger upgrade`: the process stops at its start, not in the middle of an incident.
 
 The database itself keeps the two promises the rest of the project relies on:
 
@@ -54,6 +62,7 @@ __all__ = [
     "IncidentNotFound",
     "Ledger",
     "LedgerError",
+    "LedgerSchemaError",
     "deliveries_table",
     "dispose_engines",
     "events_table",
@@ -78,12 +87,14 @@ _SQLITE_BUSY_TIMEOUT_SECONDS = 30
 _OPEN_ATTEMPTS = 8
 # remember_delivery deletes all expired webhook deliveries at most this often (per Ledger object).
 _PURGE_EVERY = dt.timedelta(minutes=1)
-# pg_advisory_xact_lock key that serialises schema creation across processes.
-_SCHEMA_LOCK_KEY = 0x1C1DE7
 
 
 class LedgerError(RuntimeError):
     """The ledger could not do what was asked (not a missing incident)."""
+
+
+class LedgerSchemaError(LedgerError):
+    """The database's schema is not this release's: run `incident-ops ledger upgrade` (the message says)."""
 
 
 class IncidentNotFound(LookupError):
@@ -313,12 +324,11 @@ def _create_engine(url: str) -> Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, **options)
 
 
-def _create_schema(engine: Engine) -> None:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Two processes creating the schema at once must not both issue CREATE TABLE.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-        metadata.create_all(conn, checkfirst=True)
+def _prepare_schema(engine: Engine, url: str) -> None:
+    # Alembic is imported by the first engine of a process, not by `import incident_ops.core.ledger`.
+    from incident_ops import migrations
+
+    migrations.prepare(engine, url)
 
 
 def _engine(url: str) -> Engine:
@@ -327,7 +337,9 @@ def _engine(url: str) -> Engine:
         if engine is None:
             engine = _ENGINES[url] = _create_engine(url)
         if url not in _SCHEMA_READY:
-            _create_schema(engine)
+            # At head, else migrated (an empty database) or refused (LedgerSchemaError); a refused
+            # URL is checked again on its next use (after `incident-ops ledger upgrade`).
+            _prepare_schema(engine, url)
             _SCHEMA_READY.add(url)
         return engine
 
@@ -392,7 +404,8 @@ _UNSET: Any = object()
 
 class Ledger:
     """The incident ledger at `url` (see `resolve_url`). Engines are shared per URL within a
-    process and created, with the schema, on first use; `dispose()` closes the connections."""
+    process and created on first use, when the schema's revision is checked (see the module's
+    docstring: `LedgerSchemaError` when it is not this release's); `dispose()` closes the connections."""
 
     def __init__(
         self, url: str | None = None, *, postmortem_due_after: dt.timedelta = DEFAULT_POSTMORTEM_DUE_AFTER

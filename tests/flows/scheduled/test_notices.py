@@ -7,6 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from incident_ops import migrations
 from incident_ops.core.ledger import Ledger, events_table, incidents_table
 from tests.flows.scheduled.conftest import jst
 
@@ -40,6 +41,8 @@ def test_a_ledger_from_before_notices_gets_the_table(tmp_path: Path) -> None:
     engine = sa.create_engine(url)
     incidents_table.metadata.create_all(engine, tables=[incidents_table, events_table])
     engine.dispose()
+    # `incident-ops ledger upgrade` adds it (the ledger refuses the old schema until then).
+    migrations.upgrade(url)
     ledger = Ledger(url)
     try:
         assert ledger.record_notice("oncall:x", jst(2026, 11, 2, 9)) is True
