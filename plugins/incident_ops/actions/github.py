@@ -5,6 +5,12 @@
 The module dispatches the workflow with exactly those inputs, follows the run to completion and
 reports ok=False (not an exception) when it fails, is cancelled or times out: the ECS rollback to the
 previous task definition is the fallback step. Only HTTP errors that survive the retries raise.
+
+The write and the wait are split: `start_rollback` dispatches (or finds the run already dispatched)
+and, when there is a run to follow, says so in `details[WAIT_FOR]`; `finish_rollback` turns the run's
+last state into the step's result. `github_rollback` is both with a synchronous wait between them (the
+break-glass command line); Airflow follows the run in the triggerer instead
+(`incident_ops.triggers.github.GitHubRunTrigger`), so the wait holds no worker slot.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from incident_ops.actions.ecs import describe_service, service_tags, tag_service
 from incident_ops.clients.github import GitHubClient
 from incident_ops.clients.http import HttpError
 
-__all__ = ["GITHUB_ROLLBACK_TAG", "github_rollback"]
+__all__ = ["GITHUB_ROLLBACK_TAG", "WAIT_FOR", "finish_rollback", "github_rollback", "start_rollback"]
 
 GITHUB_ROLLBACK_TAG = "incident-ops:github-rollback"
+# Result.details key of a started rollback whose run is still to be followed (removed by finish_rollback).
+WAIT_FOR = "wait_for"
 FALLBACK = "fall back to the ECS rollback (ecs_rollback: the previous task definition)"
 
 
@@ -53,8 +61,8 @@ def _find_existing(gh: GitHubClient, params: dict[str, Any], incident_id: str, t
     return None, None
 
 
-def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = False) -> Result:
-    """Dispatch `rollback.yml` (inputs environment/service/version) and follow the run.
+def start_rollback(clients: Any, params: dict[str, Any], check_mode: bool = False) -> Result:
+    """Dispatch `rollback.yml` (inputs environment/service/version), or find the run already dispatched.
 
     clients: github (GitHubClient), optionally ecs. params: repository, workflow (rollback.yml),
     ref (main), environment, service (the GitHub service name, e.g. backend), version (latest-1),
@@ -67,6 +75,10 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
     was found by the incident's own record, the tag or the title, and succeeded). A dispatch whose
     answer is lost (timeout, 5xx) is not sent again blind: the run it started is looked for and
     adopted (`details["adopted"]`); see `GitHubClient.dispatch_workflow`.
+
+    Check mode, and a dispatch whose run cannot be found, return the final result. Otherwise the
+    result is provisional: `details[WAIT_FOR]` = {repository, run_id, timeout, poll, dispatched,
+    found_by} names the run to follow; hand its last state to `finish_rollback`.
     """
     action = "github_rollback"
     gh = getattr(clients, "github", None)
@@ -126,11 +138,23 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
                               details, check_mode, ok=False)
             if ecs is not None and service_arn:
                 tag_service(ecs, service_arn, {GITHUB_ROLLBACK_TAG: f"{incident_id} {run_id}"})
-        details["run_id"] = run_id
-        run = gh.wait_for_run(repository, run_id, timeout=timeout, poll=poll)
     except HttpError as exc:
         raise ActionError(f"{action}: GitHub API error: {exc}") from exc
+    details["run_id"] = run_id
+    details[WAIT_FOR] = {"repository": repository, "run_id": run_id, "timeout": timeout, "poll": poll,
+                         "dispatched": dispatched, "found_by": found_by}
+    verb = "dispatched" if dispatched else f"found ({found_by})"
+    return Result(dispatched, None, None, f"rollback run {run_id} {verb}; waiting for it to complete "
+                  f"(up to {int(timeout)}s)", details, check_mode)
 
+
+def finish_rollback(started: Result, run: dict[str, Any]) -> Result:
+    """The step's result from a started rollback (`start_rollback`, with `details[WAIT_FOR]`) and the
+    run's last state (completed, or whatever it was when the wait's `timeout` passed)."""
+    details = {k: v for k, v in started.details.items() if k != WAIT_FOR}
+    wait = started.details[WAIT_FOR]
+    run_id, timeout, dispatched, found_by = wait["run_id"], wait["timeout"], wait["dispatched"], wait["found_by"]
+    check_mode = started.check_mode
     after = _run_view(run)
     before = None if dispatched else after
     url = run.get("html_url") or ""
@@ -147,3 +171,18 @@ def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = Fal
     verb = "dispatched and completed" if dispatched else "already completed"
     return Result(dispatched, before, after, f"rollback run {run_id} {verb} successfully {url}".rstrip(),
                   details, check_mode)
+
+
+def github_rollback(clients: Any, params: dict[str, Any], check_mode: bool = False) -> Result:
+    """Dispatch `rollback.yml` and follow the run to completion here (`start_rollback`, a synchronous
+    wait, `finish_rollback`): the break-glass command line's way. See `start_rollback` for the params."""
+    started = start_rollback(clients, params, check_mode)
+    wait = started.details.get(WAIT_FOR)
+    if wait is None:
+        return started
+    try:
+        run = clients.github.wait_for_run(wait["repository"], wait["run_id"], timeout=wait["timeout"],
+                                          poll=wait["poll"])
+    except HttpError as exc:
+        raise ActionError(f"github_rollback: GitHub API error: {exc}") from exc
+    return finish_rollback(started, run)

@@ -2,6 +2,12 @@
 
 Neither ever modifies or deletes the existing database: failover uses FailoverDBCluster (Aurora) or
 a forced-failover reboot (Multi-AZ instance); the restore creates a new cluster/instance beside it.
+
+The restore's write and its wait (up to 30 minutes) are split: `start_restore` starts it (or finds it
+started) and names what to wait for in `details[WAIT_FOR]`; `restore_progress` reads the new
+cluster/instance once; `finish_restore` turns the wait's outcome into the step's result.
+`restore_snapshot` is all three with a synchronous wait (the break-glass command line); Airflow waits
+in the triggerer instead (`incident_ops.triggers.rds.RdsRestoreTrigger`), holding no worker slot.
 """
 
 from __future__ import annotations
@@ -17,10 +23,27 @@ from botocore.exceptions import ClientError
 from incident_ops.actions import incident_token, require_confirm, require_param, require_remediation
 from incident_ops.actions.base import DONE_EARLIER, ActionError, Result
 
-__all__ = ["FAILOVER_TAG", "RESTORE_TAG", "failover", "restore_identifier", "restore_snapshot"]
+__all__ = [
+    "FAILOVER_TAG",
+    "RESTORE_TAG",
+    "WAIT_FOR",
+    "failover",
+    "finish_restore",
+    "restore_identifier",
+    "restore_progress",
+    "restore_snapshot",
+    "start_restore",
+    "timed_out",
+    "wait_restore",
+]
 
 FAILOVER_TAG = "incident-ops:failover"
 RESTORE_TAG = "incident-ops:restore"
+
+# Result.details key of a started restore still to be waited for (removed by finish_restore).
+WAIT_FOR = "wait_for"
+# Statuses of the new cluster/instance that end the restore as failed.
+RESTORE_FAILED = ("failed", "incompatible-restore", "incompatible-parameters", "deleting")
 
 _NOT_FOUND = {"DBClusterNotFoundFault", "DBInstanceNotFound", "DBInstanceNotFoundFault"}
 
@@ -231,25 +254,66 @@ def _instance_snapshot(rds: Any, instance_id: str, name: str) -> dict[str, Any]:
     return snap
 
 
-def _wait_available(read: Callable[[], dict[str, Any] | None], what: str, status_key: str, timeout: float,
-                    poll: float, sleep: Callable[[float], None]) -> dict[str, Any]:
-    waited = 0.0
-    while True:
+def restore_progress(rds: Any, wait: dict[str, Any]) -> dict[str, Any]:
+    """One look at a started restore (`wait` = `details[WAIT_FOR]` of `start_restore`): the new cluster
+    (when there is one), then its instance. {"state": "available", "endpoint"} when both are available;
+    {"state": "failed", "message"} when one is in a failed state; else {"state": "pending", "what",
+    "status"} naming the first one not available yet."""
+    resources: list[tuple[str, Callable[[], dict[str, Any] | None], str]] = []
+    if wait.get("cluster"):
+        resources.append((f"cluster {wait['cluster']}", lambda: _cluster(rds, wait["cluster"]), "Status"))
+    resources.append((f"instance {wait['instance']}", lambda: _instance(rds, wait["instance"]), "DBInstanceStatus"))
+    endpoint = None
+    for index, (what, read, status_key) in enumerate(resources):
         current = read() or {}
         status = current.get(status_key)
-        if status == "available":
-            return current
-        if status in ("failed", "incompatible-restore", "incompatible-parameters", "deleting"):
-            raise ActionError(f"{what} is {status!r}; the restore failed")
+        if status in RESTORE_FAILED:
+            return {"state": "failed", "what": what, "status": status, "message": f"{what} is {status!r}; the restore failed"}
+        if status != "available":
+            return {"state": "pending", "what": what, "status": status}
+        if index == 0:
+            endpoint = current.get("Endpoint")
+    if not wait.get("cluster") and isinstance(endpoint, dict):
+        endpoint = endpoint.get("Address")
+    return {"state": "available", "endpoint": endpoint}
+
+
+def timed_out(progress: dict[str, Any], waited: float, timeout: float) -> dict[str, Any]:
+    """The outcome of a wait whose `timeout` passed while `progress` was still pending."""
+    return {"state": "timeout", "message": f"{progress.get('what')} is still {progress.get('status')!r} after "
+            f"{int(waited)}s (timeout_seconds={int(timeout)})"}
+
+
+def wait_restore(rds: Any, wait: dict[str, Any], *, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll `restore_progress` every `wait["poll"]` seconds until it is not pending or `wait["timeout"]`
+    seconds passed; the outcome for `finish_restore` (synchronous: the command line's wait)."""
+    waited = 0.0
+    timeout, poll = float(wait["timeout"]), float(wait["poll"])
+    while True:
+        progress = restore_progress(rds, wait)
+        if progress["state"] != "pending":
+            return progress
         if waited >= timeout:
-            raise ActionError(f"{what} is still {status!r} after {int(waited)}s (timeout_seconds={int(timeout)})")
+            return timed_out(progress, waited, timeout)
         sleep(poll)
         waited += poll
 
 
-def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False, *,
-                     sleep: Callable[[float], None] = time.sleep) -> Result:
-    """Restore the newest (or a named) snapshot into a NEW cluster/instance next to the existing one.
+def finish_restore(started: Result, outcome: dict[str, Any]) -> Result:
+    """The step's result from a started restore (`start_restore`) and the wait's outcome
+    (`restore_progress` when not pending, or `timed_out`). A failed or timed-out restore raises
+    ActionError, as the synchronous wait always did."""
+    if outcome.get("state") != "available":
+        raise ActionError(str(outcome.get("message") or f"the restore ended {outcome.get('state')!r}"))
+    wait = started.details[WAIT_FOR]
+    details = {k: v for k, v in started.details.items() if k != WAIT_FOR}
+    if wait.get("started"):
+        details["endpoint"] = outcome.get("endpoint")
+    return Result(started.changed, started.before, started.after, wait["message"], details, started.check_mode)
+
+
+def start_restore(rds: Any, params: dict[str, Any], check_mode: bool = False) -> Result:
+    """Start restoring the newest (or a named) snapshot into a NEW cluster/instance next to the existing one.
 
     params: cluster_id (Aurora) and/or instance_id, snapshot ("latest" or an identifier),
     restore_instance_class (default: the source's), incident_id, confirm, allow_remediation,
@@ -257,6 +321,9 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
     New ids: `<cluster_id>-restore-<short incident id>` and `<instance_id>-restore-<short incident id>`.
     Idempotency: the new ids derive from the incident id; what exists already is not created again.
     The existing database is only read (never modified or deleted).
+    Check mode returns the final result. Otherwise the result is provisional: `details[WAIT_FOR]` =
+    {cluster, instance, timeout, poll, started, message} names what must become available; hand the
+    wait's outcome to `finish_restore`.
     """
     action = "rds_restore_snapshot"
     incident_id = incident_token(params, action)
@@ -269,6 +336,15 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
     cluster_id = params.get("cluster_id")
     new_instance = restore_identifier(instance_id, incident_id)
     tags = [{"Key": RESTORE_TAG, "Value": incident_id}]
+
+    def waiting(changed: bool, before: Any, after: Any, message: str, details: dict[str, Any], *,
+                cluster: str | None, started: bool) -> Result:
+        details[WAIT_FOR] = {"cluster": cluster, "instance": new_instance, "timeout": timeout, "poll": poll,
+                             "started": started, "message": message}
+        what = f"{cluster} ({new_instance})" if cluster else new_instance
+        return Result(changed, before, after, f"restore of {what} started; waiting for it to be available "
+                      f"(up to {int(timeout)}s)", details, check_mode)
+
     if cluster_id:
         cluster_id = str(cluster_id)
         source = _cluster(rds, cluster_id)
@@ -279,13 +355,11 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
         existing_instance = _instance(rds, new_instance)
         before = {"cluster": existing_cluster and new_cluster, "instance": existing_instance and new_instance}
         if existing_cluster and existing_instance:
-            if not check_mode:
-                _wait_available(lambda: _cluster(rds, new_cluster), f"cluster {new_cluster}", "Status", timeout, poll, sleep)
-                _wait_available(lambda: _instance(rds, new_instance), f"instance {new_instance}", "DBInstanceStatus",
-                                timeout, poll, sleep)
-            return Result(False, before, before, f"{new_cluster} ({new_instance}) was already restored for incident "
-                          f"{incident_id}", {"cluster": new_cluster, "instance": new_instance, DONE_EARLIER: True},
-                          check_mode)
+            message = f"{new_cluster} ({new_instance}) was already restored for incident {incident_id}"
+            details = {"cluster": new_cluster, "instance": new_instance, DONE_EARLIER: True}
+            if check_mode:
+                return Result(False, before, before, message, details, check_mode)
+            return waiting(False, before, before, message, details, cluster=new_cluster, started=False)
         snap = None if existing_cluster else _cluster_snapshot(rds, cluster_id, snapshot_name)
         snap_id = snap["DBClusterSnapshotIdentifier"] if snap else None
         writer = _instance(rds, _writer(source) or instance_id) or {}
@@ -317,14 +391,9 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
                 raise ActionError(f"{action}: no restore_instance_class given and none found on {cluster_id}")
             rds.create_db_instance(DBInstanceIdentifier=new_instance, DBClusterIdentifier=new_cluster,
                                    Engine=source["Engine"], DBInstanceClass=instance_class, Tags=tags)
-        restored = _wait_available(lambda: _cluster(rds, new_cluster), f"cluster {new_cluster}", "Status", timeout,
-                                   poll, sleep)
-        _wait_available(lambda: _instance(rds, new_instance), f"instance {new_instance}", "DBInstanceStatus",
-                        timeout, poll, sleep)
-        details["endpoint"] = restored.get("Endpoint")
-        return Result(True, before, after, f"restored snapshot {snap_id} into new cluster {new_cluster} (instance "
-                      f"{new_instance}); {cluster_id} is untouched: switching the application over is a separate, "
-                      "manual decision", details, check_mode)
+        return waiting(True, before, after, f"restored snapshot {snap_id} into new cluster {new_cluster} (instance "
+                       f"{new_instance}); {cluster_id} is untouched: switching the application over is a separate, "
+                       "manual decision", details, cluster=new_cluster, started=True)
 
     source_instance = _instance(rds, instance_id)
     if source_instance is None:
@@ -332,11 +401,11 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
     existing = _instance(rds, new_instance)
     before = {"instance": existing and new_instance}
     if existing:
-        if not check_mode:
-            _wait_available(lambda: _instance(rds, new_instance), f"instance {new_instance}", "DBInstanceStatus",
-                            timeout, poll, sleep)
-        return Result(False, before, before, f"{new_instance} was already restored for incident {incident_id}",
-                      {"instance": new_instance, DONE_EARLIER: True}, check_mode)
+        message = f"{new_instance} was already restored for incident {incident_id}"
+        details = {"instance": new_instance, DONE_EARLIER: True}
+        if check_mode:
+            return Result(False, before, before, message, details, check_mode)
+        return waiting(False, before, before, message, details, cluster=None, started=False)
     snap = _instance_snapshot(rds, instance_id, snapshot_name)
     instance_class = params.get("restore_instance_class") or source_instance.get("DBInstanceClass")
     after = {"instance": new_instance}
@@ -354,9 +423,18 @@ def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False,
     if sgs:
         request["VpcSecurityGroupIds"] = sgs
     rds.restore_db_instance_from_db_snapshot(**request)
-    restored = _wait_available(lambda: _instance(rds, new_instance), f"instance {new_instance}", "DBInstanceStatus",
-                               timeout, poll, sleep)
-    details["endpoint"] = (restored.get("Endpoint") or {}).get("Address")
-    return Result(True, before, after, f"restored snapshot {snap['DBSnapshotIdentifier']} into new instance "
-                  f"{new_instance}; {instance_id} is untouched: switching the application over is a separate, "
-                  "manual decision", details, check_mode)
+    return waiting(True, before, after, f"restored snapshot {snap['DBSnapshotIdentifier']} into new instance "
+                   f"{new_instance}; {instance_id} is untouched: switching the application over is a separate, "
+                   "manual decision", details, cluster=None, started=True)
+
+
+def restore_snapshot(rds: Any, params: dict[str, Any], check_mode: bool = False, *,
+                     sleep: Callable[[float], None] = time.sleep) -> Result:
+    """Restore a snapshot into a NEW cluster/instance and wait here until it is available
+    (`start_restore`, `wait_restore`, `finish_restore`): the break-glass command line's way.
+    See `start_restore` for the params; a failed or timed-out restore raises ActionError."""
+    started = start_restore(rds, params, check_mode)
+    wait = started.details.get(WAIT_FOR)
+    if wait is None:
+        return started
+    return finish_restore(started, wait_restore(rds, wait, sleep=sleep))

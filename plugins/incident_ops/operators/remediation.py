@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -11,7 +13,10 @@ from airflow.sdk.exceptions import AirflowException
 
 from incident_ops.params import rendered_flag
 
-__all__ = ["RemediationOperator"]
+__all__ = ["DEFER_MARGIN_SECONDS", "RemediationOperator"]
+
+# The deferral's own timeout beyond the wait's: the trigger reports the wait's timeout itself first.
+DEFER_MARGIN_SECONDS = 300
 
 
 class RemediationOperator(BaseOperator):
@@ -23,6 +28,12 @@ class RemediationOperator(BaseOperator):
     try of the same incident (`details["done_earlier"]`) reports and records it as changed: the earlier
     try may have died before recording it, and the ledger is what the recovery announcement and the
     postmortem read.
+
+    Long waits hold no worker slot: in apply mode, the GitHub rollback (dispatch, then the run) and the
+    RDS restore (start, then the new database) make their change here and defer the wait to the
+    triggerer (`incident_ops.triggers.github.GitHubRunTrigger`, `incident_ops.triggers.rds.
+    RdsRestoreTrigger`); `execute_complete` finishes the step from the trigger's event, runs the
+    fallback when it failed, and records the reports as `execute` does. Check mode never defers.
     """
 
     template_fields: Sequence[str] = ("environment", "service", "incident_id", "check_mode", "approved_by")
@@ -39,10 +50,9 @@ class RemediationOperator(BaseOperator):
         self.check_mode = check_mode
         self.approved_by = approved_by
 
-    def execute(self, context: Any) -> list[dict[str, Any]]:
-        from incident_ops.actions.base import DONE_EARLIER
-        from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS, run_step
-        from incident_ops.core import narrative
+    def _setup(self) -> SimpleNamespace:
+        """What running (or continuing) the step needs: the runbook, the ledger, the clients, the kwargs."""
+        from incident_ops.actions.playbook import DESTRUCTIVE_ACTIONS
         from incident_ops.core.ledger import Ledger
         from incident_ops.flows.incident import load, services_for
         from incident_ops.flows.recovery import step_context
@@ -59,12 +69,66 @@ class RemediationOperator(BaseOperator):
         overrides = services.settings.action_overrides()
         for action, extra in step_context(incident, self.scenario, self.step_id).items():
             overrides[action] = {**overrides.get(action, {}), **extra}
-        reports = run_step(
-            runbook, self.environment, self.scenario, self.step_id, services.clients(),
-            overrides=overrides, severity=incident.get("severity"),
-            check_mode=check_mode, incident_id=self.incident_id, service=self.service,
-            since=incident["detected_at"].isoformat() if incident.get("detected_at") else None, confirm=confirm,
-        )
+        kwargs = {
+            "overrides": overrides, "severity": incident.get("severity"), "check_mode": check_mode,
+            "incident_id": self.incident_id, "service": self.service,
+            "since": incident["detected_at"].isoformat() if incident.get("detected_at") else None,
+            "confirm": confirm,
+            # A long wait goes to the triggerer; check mode never waits, so never defers.
+            "defer_waits": not check_mode,
+        }
+        return SimpleNamespace(runbook=runbook, check_mode=check_mode, approved_by=approved_by, ledger=ledger,
+                               incident=incident, clients=services.clients(), kwargs=kwargs)
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        from incident_ops.actions.playbook import run_step
+
+        setup = self._setup()
+        reports = run_step(setup.runbook, self.environment, self.scenario, self.step_id, setup.clients,
+                           **setup.kwargs)
+        return self._settle(setup, reports)
+
+    def execute_complete(self, context: Any, event: dict[str, Any], reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Resumed by the trigger of the last report's wait: finish that report, run the fallback if it
+        failed (which may defer again), then record everything as `execute` does."""
+        from incident_ops.actions.playbook import continue_step, finish_step
+
+        setup = self._setup()
+        reports = [*reports[:-1], finish_step(setup.runbook, self.scenario, reports[-1], event)]
+        self.log.info("%s (%s): the wait ended: %s", reports[-1]["step"], reports[-1]["action"],
+                      reports[-1]["message"])
+        reports = continue_step(setup.runbook, self.environment, self.scenario, reports, setup.clients,
+                                **setup.kwargs)
+        return self._settle(setup, reports)
+
+    def _trigger(self, action: str, wait: dict[str, Any]) -> Any:
+        deadline = time.time() + float(wait["timeout"])
+        if action == "github_rollback":
+            from incident_ops.triggers.github import GitHubRunTrigger
+
+            return GitHubRunTrigger(self.environment, wait["repository"], wait["run_id"], deadline=deadline,
+                                    poll=float(wait["poll"]))
+        if action == "rds_restore_snapshot":
+            from incident_ops.triggers.rds import RdsRestoreTrigger
+
+            return RdsRestoreTrigger(self.environment, wait["instance"], cluster=wait.get("cluster"),
+                                     deadline=deadline, timeout=float(wait["timeout"]), poll=float(wait["poll"]))
+        raise AirflowException(f"no trigger for the wait of {action}")
+
+    def _settle(self, setup: SimpleNamespace, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Defer when the last report waits; else record the reports in the ledger and return them."""
+        from incident_ops.actions.base import DONE_EARLIER
+        from incident_ops.actions.playbook import pending_wait
+        from incident_ops.core import narrative
+
+        check_mode, approved_by, ledger = setup.check_mode, setup.approved_by, setup.ledger
+        wait = None if check_mode else pending_wait(reports[-1])
+        if wait is not None:
+            self.log.info("%s (%s): %s; deferring the wait to the triggerer", reports[-1]["step"],
+                          reports[-1]["action"], reports[-1]["message"])
+            self.defer(trigger=self._trigger(reports[-1]["action"], wait), method_name="execute_complete",
+                       kwargs={"reports": reports},
+                       timeout=dt.timedelta(seconds=float(wait["timeout"]) + DEFER_MARGIN_SECONDS))
         now = dt.datetime.now(dt.UTC)
         for report in reports:
             if not check_mode and report["ok"] and not report["changed"] and report["details"].get(DONE_EARLIER):
@@ -82,6 +146,6 @@ class RemediationOperator(BaseOperator):
             )
         if not reports[-1]["ok"]:
             raise AirflowException(f"step {self.step_id} failed: {reports[-1]['message']}")
-        if not check_mode and any(r["changed"] for r in reports) and incident["status"] == "open":
+        if not check_mode and any(r["changed"] for r in reports) and setup.incident["status"] == "open":
             ledger.update(self.incident_id, now, scenario=self.scenario)
         return reports
