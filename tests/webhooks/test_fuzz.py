@@ -54,6 +54,13 @@ bodies = st.one_of(
 )
 
 
+@pytest.fixture
+def harness(make_harness) -> Harness:
+    """Hundreds of distinct authentic alarms in one (fixed) minute: no cap on new incidents here (the
+    cap has its own tests, test_flood.py)."""
+    return make_harness(new_incidents_per_source_per_minute=0, new_incidents_per_minute=0)
+
+
 def assert_nothing_happened(h: Harness) -> None:
     assert h.trigger.calls == []
     assert h.incidents() == [] and h.event_count() == 0

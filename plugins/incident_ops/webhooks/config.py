@@ -18,10 +18,13 @@
 | `INCIDENT_OPS_WEBHOOK_AUDIT_MAX_BYTES` | the audit file is rotated (`.1` … `.N`) before it would grow past this; 0 = never | 10485760 (10 MiB) |
 | `INCIDENT_OPS_WEBHOOK_AUDIT_BACKUPS` | rotated audit files kept | 5 |
 | `INCIDENT_OPS_WEBHOOK_DOCS` | `on`: serve the webhook app's OpenAPI (`/incidents/webhooks/openapi.json`) and docs | `off` |
-
 | `INCIDENT_OPS_WEBHOOK_WORKERS` | threads of the Slack/PagerDuty webhooks' own pool (the work done after answering Slack) | 4 |
 | `INCIDENT_OPS_WEBHOOK_MAX_PENDING` | Slack/PagerDuty jobs queued or running at once; more get 503 `busy` | 64 |
 | `INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS` | refuse PagerDuty events whose `occurred_at` is older (replays) | 3600 |
+| `INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_SOURCE_PER_MINUTE` | new incidents one source (an SNS topic, an alert's `source`, a Slack reporter) may open in any 60 s; past it a delivery is `held` on the alarm storm record; 0 = no cap | 30 |
+| `INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_MINUTE` | new incidents all sources together may open in any 60 s; past it a delivery is `held`; 0 = no cap | 60 |
+| `INCIDENT_OPS_WEBHOOK_STORM_WINDOW_SECONDS` | held deliveries of one environment go to one alarm storm record (and one 「アラームストーム」 notice in #dev-team) per window of this length | 600 |
+| `INCIDENT_OPS_WEBHOOK_STORM_NOTICE_DELAY_SECONDS` | the notice is posted this long after the storm's first held delivery, with the counts held by then | 10 |
 
 The HMAC secret of `/alert` comes from the Airflow connection `incident_webhook` (password), else
 the Airflow Variable `incident_ops_webhook_secret`. The Slack app's signing secret is the password
@@ -44,6 +47,7 @@ __all__ = [
     "SLACK_SECRET_CONN_ID",
     "SECRET_VARIABLE",
     "ConfigError",
+    "FloodLimits",
     "WebhookConfig",
     "docs_enabled",
     "verification_enabled",
@@ -121,6 +125,21 @@ def parse_hosts(value: str) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
+class FloodLimits:
+    """The cap on NEW incidents (see `intake.Intake.open`): per source and overall, in any 60 s
+    (0 = no cap); the alarm storm record's window and the delay of its notice."""
+
+    per_source_per_minute: int = 30
+    per_minute: int = 60
+    storm_window_seconds: float = 600.0
+    storm_notice_delay_seconds: float = 10.0
+
+    @property
+    def capped(self) -> bool:
+        return bool(self.per_source_per_minute or self.per_minute)
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     topics: dict[str, str | None] = field(default_factory=dict)
     verify: bool = True
@@ -144,6 +163,16 @@ class WebhookConfig:
     workers: int = 4
     max_pending: int = 64
     pagerduty_max_age_seconds: float = 3600.0
+    new_incidents_per_source_per_minute: int = 30
+    new_incidents_per_minute: int = 60
+    storm_window_seconds: float = 600.0
+    storm_notice_delay_seconds: float = 10.0
+
+    @property
+    def flood(self) -> FloodLimits:
+        """The intake's cap on new incidents (the four settings above)."""
+        return FloodLimits(self.new_incidents_per_source_per_minute, self.new_incidents_per_minute,
+                           self.storm_window_seconds, self.storm_notice_delay_seconds)
 
     @property
     def sns_regions(self) -> frozenset[str]:
@@ -197,6 +226,15 @@ class WebhookConfig:
             max_pending=int(_number("INCIDENT_OPS_WEBHOOK_MAX_PENDING", env.get("INCIDENT_OPS_WEBHOOK_MAX_PENDING"), 64, 1)),
             pagerduty_max_age_seconds=_number("INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS",
                                               env.get("INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS"), 3600.0, 1),
+            new_incidents_per_source_per_minute=int(_number(
+                "INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_SOURCE_PER_MINUTE",
+                env.get("INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_SOURCE_PER_MINUTE"), 30)),
+            new_incidents_per_minute=int(_number("INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_MINUTE",
+                                                 env.get("INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_MINUTE"), 60)),
+            storm_window_seconds=_number("INCIDENT_OPS_WEBHOOK_STORM_WINDOW_SECONDS",
+                                         env.get("INCIDENT_OPS_WEBHOOK_STORM_WINDOW_SECONDS"), 600.0, 60),
+            storm_notice_delay_seconds=_number("INCIDENT_OPS_WEBHOOK_STORM_NOTICE_DELAY_SECONDS",
+                                               env.get("INCIDENT_OPS_WEBHOOK_STORM_NOTICE_DELAY_SECONDS"), 10.0),
         )
 
 

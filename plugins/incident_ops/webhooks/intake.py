@@ -30,6 +30,26 @@ in the ledger (`webhook_deliveries`) until its replay window ends (`remember`). 
 counted once, as above); when that incident recovered or closed, or it went to none, the answer is
 `replayed` and nothing is opened, joined or paged.
 
+**Floods** (`Intake.open`). A delivery whose fingerprint has no open incident would open a NEW one;
+that is capped per source (the report's reporter: `cloudwatch (sns:<topic>)`, an alert's `source`,
+the Slack person of `/incident`) and overall, in any 60 s (`FloodLimits`, from
+`INCIDENT_OPS_WEBHOOK_NEW_INCIDENTS_PER_SOURCE_PER_MINUTE` / `..._PER_MINUTE`). The count is the
+ledger's own: the incidents created in the last 60 s (by `reporter`, and all of them), alarm storm
+records excepted. Counting and opening happen under one lock that spans processes (PostgreSQL: a
+transaction-level advisory lock; a SQLite file: `flock` on `<file>.intake.lock`; and a lock per
+process), so two API server workers counting at once cannot both take the last place. Joins of an
+open incident are never capped and take no lock. Past the cap the delivery opens nothing and
+triggers nothing: it is `held`. Its occurrence is recorded on the environment's **alarm storm
+record** of the window (`INCIDENT_OPS_WEBHOOK_STORM_WINDOW_SECONDS`): an incident with the
+fingerprint `webhook-storm:<env>:<window start>` (no alert or alarm can name it), opened by the
+first held delivery and joined by the others, one `occurrence` each (the occurrence key makes a
+redelivery count once) and a `delivery_held` event naming the source, the alarm and the cap. Its
+severity is the highest held one (the ledger raises, never lowers); no run drives it. The delivery
+that opened the record posts ONE 「アラームストーム」 notice to #dev-team
+(`include/templates/alarm_storm.txt.j2`), on a thread of its own after
+`INCIDENT_OPS_WEBHOOK_STORM_NOTICE_DELAY_SECONDS`, with the counts held by then. A held delivery
+seen again is `held` again (`replayed`), never opened later.
+
 **Detection time.** An alarm's `StateChangeTime` is its detection time unless it is more than
 `max_detection_ahead` (5 min) after the delivery or more than `max_detection_age` (the SNS max age,
 1 h) before it: then the delivery time is used instead and the incident's timeline says so
@@ -38,12 +58,18 @@ counted once, as above); when that incident recovered or closed, or it went to n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,13 +78,15 @@ from jsonschema.exceptions import best_match
 from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from incident_ops.core.ledger import OPEN_STATUSES, Ledger, events_table
+from incident_ops.core.ledger import OPEN_STATUSES, Ledger, events_table, incidents_table
 from incident_ops.core.runbook import SEVERITIES, Runbook
 from incident_ops.core.triage import classify, fingerprint_for
+from incident_ops.webhooks.config import FloodLimits
 
 __all__ = [
     "ESCALATE_DAG_ID",
     "INCIDENT_DAG_ID",
+    "STORM_PREFIX",
     "Alert",
     "Intake",
     "IntakeError",
@@ -83,6 +111,18 @@ AUTO = "auto"
 
 # (dag_id, run_id, conf) -> True when the run was created, False when it already existed.
 TriggerFn = Callable[[str, str, dict[str, Any]], bool]
+# (environment, text, idempotency key): posts the alarm storm notice to #dev-team.
+StormNotifyFn = Callable[[str, str, str], Any]
+
+# The alarm storm records' fingerprints: no alert (`<env>:<fingerprint>`) or alarm can spell one.
+STORM_PREFIX = "webhook-storm:"
+STORM_ACTOR = "incident_ops.webhooks"
+_CAP_WINDOW = dt.timedelta(minutes=1)
+# pg_advisory_xact_lock key that serialises "count, then open" across API server workers.
+_CAP_LOCK_KEY = 0x1C1DE8
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+_JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 
 class IntakeError(Exception):
@@ -124,7 +164,7 @@ def escalation_run_id(incident_id: str, severity: str) -> str:
 
 @dataclass(frozen=True)
 class IntakeResult:
-    status: str  # new | joined | recorded | ignored | replayed
+    status: str  # new | joined | recorded | ignored | replayed | held
     incident_id: str | None
     dag_run_id: str | None
     severity: str | None = None
@@ -250,6 +290,8 @@ class Intake:
         clock: Callable[[], dt.datetime] = _now,
         max_detection_age: float = 3600.0,
         max_detection_ahead: float = 300.0,
+        flood: FloodLimits | None = None,
+        storm_notify: StormNotifyFn | None = None,
     ) -> None:
         from incident_ops.params import incident_params
 
@@ -260,6 +302,12 @@ class Intake:
         self.clock = clock
         self.max_detection_age = dt.timedelta(seconds=max_detection_age)
         self.max_detection_ahead = dt.timedelta(seconds=max_detection_ahead)
+        self.flood = flood if flood is not None else FloodLimits()
+        # Posts the alarm storm notice (default: the project's Slack client, #dev-team); tests replace it.
+        self.storm_notify: StormNotifyFn = storm_notify or self._post_to_dev_team
+        self._notice_pool: ThreadPoolExecutor | None = None
+        self._notice_futures: dict[Future[Any], threading.Event] = {}
+        self._notice_lock = threading.Lock()
         self._params = incident_params(runbook)
         # What Param.resolve does (jsonschema with format checks), with each validator built once:
         # a storm validates thousands of confs.
@@ -299,6 +347,10 @@ class Intake:
         seen = self.ledger.delivery(key, now)
         if seen is None:
             return None
+        if seen["status"] == "held":  # counted once, on the storm record; never opened later
+            return IntakeResult("held", seen["incident_id"], None,
+                                reason=f"this delivery was held at {seen['seen_at'].isoformat()} (new incidents were "
+                                       "capped) and recorded on the alarm storm record: nothing more is done")
         if seen["incident_id"] is not None and seen["incident_status"] in OPEN_STATUSES:
             return None
         if seen["incident_id"] is None:
@@ -421,18 +473,18 @@ class Intake:
 
     def open(self, report: Report) -> IntakeResult:
         now = self.clock()
-        incident, created = self.ledger.open_or_join(
-            fingerprint=report.fingerprint,
-            severity=report.severity,
-            symptom=report.symptom,
-            title=report.title,
-            service=report.service,
-            environment=report.environment,
-            reporter=report.reporter,
-            at=now,
-            occurrence_key=report.occurrence_key,
-            detected_at=report.detected_at,
-        )
+        if self.flood.capped and self.ledger.find_open(report.fingerprint) is None:
+            # A NEW incident: count and open under one lock (see the module doc); a join takes none.
+            over = None
+            with self._new_incident_lock():
+                if self.ledger.find_open(report.fingerprint) is None:
+                    over = self._over_cap(report.reporter, now)
+                if over is None:
+                    incident, created = self._open_or_join(report, now)
+            if over is not None:
+                return self._hold(report, now, over)
+        else:
+            incident, created = self._open_or_join(report, now)
         incident_id = incident["id"]
         run_id = incident_run_id(incident_id)
         if created:
@@ -453,6 +505,205 @@ class Intake:
             owner = run_id
         escalation = self._escalate_if_raised(incident, report.severity)
         return IntakeResult("joined", incident_id, owner or run_id, incident["severity"], escalation)
+
+    def _open_or_join(self, report: Report, now: dt.datetime) -> tuple[dict[str, Any], bool]:
+        return self.ledger.open_or_join(
+            fingerprint=report.fingerprint,
+            severity=report.severity,
+            symptom=report.symptom,
+            title=report.title,
+            service=report.service,
+            environment=report.environment,
+            reporter=report.reporter,
+            at=now,
+            occurrence_key=report.occurrence_key,
+            detected_at=report.detected_at,
+        )
+
+    # --- floods: the cap on new incidents --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _new_incident_lock(self) -> Iterator[None]:
+        """Held while a new incident is counted and opened: one per process (a thread lock per
+        ledger URL) and, across processes, PostgreSQL's transaction advisory lock or `flock` on a
+        file next to the SQLite database. The thread lock comes first, so a process waits for the
+        database lock with at most one pooled connection."""
+        with _PROCESS_LOCKS_GUARD:
+            lock = _PROCESS_LOCKS.setdefault(self.ledger.url, threading.Lock())
+        with lock:
+            engine = self.ledger.engine
+            if engine.dialect.name == "postgresql":
+                with engine.connect() as conn, conn.begin():
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CAP_LOCK_KEY})
+                    yield
+                return
+            database = engine.url.database if engine.dialect.name == "sqlite" else None
+            if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
+                yield  # one process only: the thread lock is enough
+                return
+            import fcntl
+
+            with open(Path(database).expanduser().resolve().with_name(Path(database).name + ".intake.lock"),
+                      "a+b") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _over_cap(self, source: str, now: dt.datetime) -> dict[str, Any] | None:
+        """None while `source` and everyone together may open another incident now; else which cap
+        is reached: {scope: source|overall, limit, count, source}. Counted in the ledger: the
+        incidents created in the last 60 s, alarm storm records excepted."""
+        incidents = incidents_table.c
+        from_source = sa.case((incidents.reporter == source, 1), else_=0)
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(from_source), 0)).where(
+            incidents.created_at > now - _CAP_WINDOW, ~incidents.fingerprint.startswith(STORM_PREFIX, autoescape=True))
+        with self.ledger.engine.connect() as conn:
+            overall, per_source = (int(value) for value in conn.execute(query).one())
+        limits = self.flood
+        if limits.per_source_per_minute and per_source >= limits.per_source_per_minute:
+            return {"scope": "source", "limit": limits.per_source_per_minute, "count": per_source, "source": source}
+        if limits.per_minute and overall >= limits.per_minute:
+            return {"scope": "overall", "limit": limits.per_minute, "count": overall, "source": source}
+        return None
+
+    def storm_window(self, now: dt.datetime) -> dt.datetime:
+        """The start of the alarm storm window `now` is in (windows aligned on the Unix epoch)."""
+        length = max(int(self.flood.storm_window_seconds), 1)
+        start = int(now.timestamp()) // length * length
+        return dt.datetime.fromtimestamp(start, dt.UTC)
+
+    def _hold(self, report: Report, now: dt.datetime, over: dict[str, Any]) -> IntakeResult:
+        """Past the cap: the occurrence goes on the environment's alarm storm record of the window;
+        nothing is opened or triggered. The delivery that opened the record schedules the notice."""
+        window = self.storm_window(now)
+        local = window.astimezone(_JST)
+        storm, created = self.ledger.open_or_join(
+            fingerprint=f"{STORM_PREFIX}{report.environment}:{window.isoformat()}",
+            severity=report.severity,
+            symptom="アラームストーム",
+            title=f"アラームストーム（{local:%Y-%m-%d %H:%M} JST〜、新規インシデントの上限を超えて保留した通知）",
+            service=report.service,
+            environment=report.environment,
+            reporter=STORM_ACTOR,
+            at=now,
+            occurrence_key=report.occurrence_key,
+            detected_at=now,
+        )
+        what = (f"送信元ごとに1分あたり{over['limit']}件" if over["scope"] == "source"
+                else f"全体で1分あたり{over['limit']}件")
+        alarm = (report.conf.get("alarm") or {}).get("AlarmName")
+        self.ledger.record_event(
+            storm["id"], at=now, kind="delivery_held", actor=report.reporter[:256],
+            message=f"新規インシデントの上限（{what}）を超えたため、インシデントを開かずに保留しました: "
+                    f"{report.title}（送信元: {report.reporter}）",
+            data={"source": report.reporter, "fingerprint": report.fingerprint, "alarm": alarm, "title": report.title,
+                  "severity": report.severity, "service": report.service, "symptom": report.symptom,
+                  "environment": report.environment, "occurrence_key": report.occurrence_key,
+                  "detected_at": report.detected_at.isoformat(), "cap": over},
+            idempotency_key=f"held:{report.occurrence_key}"[:256],
+        )
+        log.warning("new incidents capped (%s: %s a minute): %s from %s held on alarm storm record %s",
+                    over["scope"], over["limit"], report.fingerprint, report.reporter, storm["id"])
+        if created:
+            self._schedule_storm_notice(storm["id"], report.environment)
+        return IntakeResult(
+            "held", storm["id"], None, report.severity,
+            reason=f"new incidents are capped ({'per source' if over['scope'] == 'source' else 'overall'}: "
+                   f"{over['limit']} a minute): this delivery opened no incident and started no run; it is "
+                   f"recorded on the alarm storm record {storm['id']} and announced in #dev-team",
+        )
+
+    def _schedule_storm_notice(self, storm_id: str, environment: str) -> None:
+        """The notice on a thread of its own (never the request's): the webhook answers at once."""
+        early = threading.Event()  # set by `wait_storm_notices(flush=True)`: post now, not after the delay
+        with self._notice_lock:
+            if self._notice_pool is None:
+                self._notice_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alarm-storm-notice")
+            future = self._notice_pool.submit(self._send_storm_notice, storm_id, environment, early)
+            self._notice_futures[future] = early
+        future.add_done_callback(self._notice_done)
+
+    def _notice_done(self, future: Future[Any]) -> None:
+        with self._notice_lock:
+            self._notice_futures.pop(future, None)
+
+    def wait_storm_notices(self, timeout: float = 10.0, *, flush: bool = False) -> bool:
+        """Wait until no storm notice is pending (tests; a shutdown); `flush`: post the pending ones
+        now instead of after their delay. True when none is pending."""
+        with self._notice_lock:
+            pending = dict(self._notice_futures)
+        if flush:
+            for early in pending.values():
+                early.set()
+        _, not_done = wait_futures(list(pending), timeout=timeout)
+        return not not_done
+
+    def storm_summary(self, storm_id: str) -> dict[str, Any]:
+        """What the storm record holds: held deliveries, distinct alarms, sources, since when."""
+        record = self.ledger.get(storm_id)
+        held = [event for event in self.ledger.events(storm_id) if event["kind"] == "delivery_held"]
+        sources = Counter(str((event.get("data") or {}).get("source") or event.get("actor") or "?") for event in held)
+        fingerprints = {str((event.get("data") or {}).get("fingerprint")) for event in held}
+        titles: list[str] = []
+        for event in held:
+            title = str((event.get("data") or {}).get("title") or "")
+            if title and title not in titles:
+                titles.append(title)
+        since = min((event["at"] for event in held), default=record["created_at"])
+        return {"incident_id": storm_id, "environment": record.get("environment"), "severity": record["severity"],
+                "held": len(held), "alarms": len(fingerprints), "sources": sources.most_common(), "since": since,
+                "examples": titles[:5]}
+
+    def storm_notice_text(self, storm_id: str) -> str:
+        from incident_ops.core.messages import render
+
+        summary = self.storm_summary(storm_id)
+        limits = self.flood
+        return render(
+            "alarm_storm.txt.j2",
+            incident_id=summary["incident_id"],
+            environment=summary["environment"] or "",
+            held=summary["held"],
+            alarms=summary["alarms"],
+            sources=[{"name": name, "count": count} for name, count in summary["sources"][:10]],
+            more_sources=max(len(summary["sources"]) - 10, 0),
+            since=f"{summary['since'].astimezone(_JST):%Y-%m-%d %H:%M:%S}",
+            severity=summary["severity"],
+            examples=summary["examples"],
+            per_source=limits.per_source_per_minute or "上限なし",
+            overall=limits.per_minute or "上限なし",
+        ).rstrip("\n")
+
+    def _send_storm_notice(self, storm_id: str, environment: str, early: threading.Event) -> None:
+        delay = self.flood.storm_notice_delay_seconds
+        if delay > 0:
+            early.wait(delay)  # the counts of the burst, not of its first delivery
+        key = f"alarm-storm:{storm_id}"
+        try:
+            text = self.storm_notice_text(storm_id)
+            self.storm_notify(environment, text, key)
+        except Exception as exc:  # noqa: BLE001 - Slack down: the storm record and its timeline stay
+            log.exception("the alarm storm notice of %s could not be posted", storm_id)
+            with contextlib.suppress(Exception):
+                self.ledger.record_event(
+                    storm_id, at=self.clock(), kind="alarm_storm_notice_failed", actor=STORM_ACTOR,
+                    message=f"#dev-team へのアラームストームの通知に失敗しました: {type(exc).__name__}",
+                    data={"error": str(exc)[:500]}, idempotency_key="alarm_storm_notice_failed")
+            return
+        self.ledger.record_event(
+            storm_id, at=self.clock(), kind="alarm_storm_notified", actor=STORM_ACTOR,
+            message="#dev-team にアラームストームを通知しました", data={"text": text}, idempotency_key="alarm_storm_notified")
+
+    def _post_to_dev_team(self, environment: str, text: str, key: str) -> None:
+        """The default `storm_notify`: the project's Slack client (connection `slack_api_default`)."""
+        from incident_ops.flows.incident import services_for
+
+        slack = services_for(environment).slack
+        if slack is None:
+            raise LookupError(f"no Slack client for {environment}")
+        slack.post(self.runbook.contacts.channels["dev_team"], text, idempotency_key=key)
 
     def _start_run(self, incident_id: str, run_id: str, report: Report) -> None:
         conf = {**report.conf, "incident_id": incident_id}
