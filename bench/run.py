@@ -7,7 +7,8 @@ Benchmarks: parse, economy (GetMetricData batching, in-process), fanout, storm, 
 latency on Airflow standalone, and AWS/Slack/PagerDuty calls per incident by scenario).
 Environment: BENCH_INCIDENTS (20), BENCH_SCENARIOS (deploy,resource,database,external,security;
 empty to skip the full runs), BENCH_STORM_DELIVERIES (5000), BENCH_STORM_SECONDS (10),
-BENCH_STORM_SENDERS (8), INCIDENT_OPS_TEST_POSTGRES_URL (PostgreSQL for the storm; skipped if absent).
+BENCH_STORM_SENDERS (8), INCIDENT_OPS_TEST_POSTGRES_URL (PostgreSQL for the storm; skipped if absent),
+BENCH_PAGE_DELIVERIES (20), BENCH_PAGE_MODES (dag,intake) for `page` (alarm → PagerDuty, the page at once).
 """
 
 from __future__ import annotations
@@ -557,6 +558,113 @@ def bench_live() -> None:
         note(f"stack state kept in {state}")
 
 
+# --- 5. the page at once (webhooks/paging.py) -------------------------------------------------------
+
+
+def _paged_by(ledger_url: str, incident_id: str) -> str:
+    from incident_ops.core.ledger import Ledger
+
+    ledger = Ledger(ledger_url)
+    try:
+        events = ledger.events(incident_id)
+    finally:
+        ledger.dispose()
+    return "intake" if any(e["kind"] == "paged" for e in events) else "dag"
+
+
+def _page_deliveries(stack: Any, mode: str, count: int) -> None:
+    """`count` P1 alarms through the SNS webhook: alarm → PagerDuty trigger, the webhook's answer,
+    alarm → declaration, who paged (the ledger's `paged` event) and triggers per incident."""
+    from scripts.incident_runner import DAG_ID, SCENARIO_ALARMS, AirflowApi
+
+    api = AirflowApi(stack.base_url)
+    sandbox = stack.sandbox_client()
+    ledger_url = f"sqlite:///{stack.state_dir / 'ledger.db'}"
+    to_page: list[float] = []
+    to_declaration: list[float] = []
+    answer_ms: list[float] = []
+    by: Counter[str] = Counter()
+    most_triggers = 0
+    for n in range(count):
+        _close_open_incidents(ledger_url)
+        sandbox.reset()
+        time.sleep(1.0)
+        sent = time.time()
+        published = sandbox.sns_publish(stack.sns_webhook_url, {"AlarmName": SCENARIO_ALARMS["deploy"]})
+        answer_ms.append((time.time() - sent) * 1000)
+        intake = published.get("answer") or {}
+        if published.get("http_status") != 200 or intake.get("status") != "new":
+            raise RuntimeError(f"the SNS webhook did not open an incident: {published}")
+        incident_id, run_id = intake["incident_id"], intake["dag_run_id"]
+        deadline = time.monotonic() + 180
+        page = declaration = None
+        while time.monotonic() < deadline and (page is None or declaration is None):
+            records = sandbox.records()
+            page = page or _first(records, _is_page(incident_id))
+            declaration = declaration or _first(records, _is_declaration(incident_id))
+            time.sleep(0.05 if page is None else 0.2)
+        # The DAG's notify_responders has run by the time the declaration is out (they start together).
+        time.sleep(2.0)
+        triggers = [r for r in sandbox.records() if _is_page(incident_id)(r)]
+        most_triggers = max(most_triggers, len(triggers))
+        by[_paged_by(ledger_url, incident_id)] += 1
+        for attempt in range(3):
+            try:
+                api._request("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+                break
+            except RuntimeError as exc:
+                if attempt == 2:
+                    note(f"could not stop run {run_id}: {exc}")
+                time.sleep(1)
+        if page is None or declaration is None:
+            note(f"page {mode} {n}: page={bool(page)} declaration={bool(declaration)} within 180 s")
+            continue
+        to_page.append(_parse_time(page["time"]) - sent)
+        to_declaration.append(_parse_time(declaration["time"]) - sent)
+        note(f"page {mode} {n + 1}/{count} {incident_id}: page {to_page[-1]:.2f} s, "
+             f"declaration {to_declaration[-1]:.2f} s, answer {answer_ms[-1]:.0f} ms")
+    _close_open_incidents(ledger_url)
+    figure(f"page_{mode}_incidents", len(to_page), "incidents")
+    figure(f"page_{mode}_alarm_to_page_p50", percentile(to_page, 50), "s")
+    figure(f"page_{mode}_alarm_to_page_p95", percentile(to_page, 95), "s")
+    figure(f"page_{mode}_webhook_answer_p50", percentile(answer_ms, 50), "ms")
+    figure(f"page_{mode}_webhook_answer_p99", percentile(answer_ms, 99), "ms")
+    figure(f"page_{mode}_alarm_to_declaration_p50", percentile(to_declaration, 50), "s")
+    figure(f"page_{mode}_alarm_to_declaration_p95", percentile(to_declaration, 95), "s")
+    figure(f"page_{mode}_paged_by_intake", by["intake"], "incidents")
+    figure(f"page_{mode}_paged_by_dag", by["dag"], "incidents")
+    figure(f"page_{mode}_max_triggers_per_incident", most_triggers, "triggers")
+
+
+def bench_page() -> None:
+    """Alarm → PagerDuty with the intake's page at once (`intake`) and without it (`dag`:
+    INCIDENT_OPS_INTAKE_PAGE=off, the DAG alone pages, as before): a LocalStack each."""
+    from scripts.airflow_local import free_port_block
+    from scripts.incident_runner import LocalStack
+
+    count = int(os.environ.get("BENCH_PAGE_DELIVERIES", "20"))
+    modes = [m for m in os.environ.get("BENCH_PAGE_MODES", "dag,intake").split(",") if m]
+    for mode in modes:
+        if mode not in ("intake", "dag"):
+            raise ValueError(f"BENCH_PAGE_MODES: {mode!r} is not intake or dag")
+        state = Path(tempfile.mkdtemp(prefix=f"bench-page-{mode}-",
+                                      dir=ROOT / "state" if (ROOT / "state").is_dir() else None))
+        base = free_port_block(4)
+        stack = LocalStack(state, port=base + 3, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2},
+                           extra_env={"INCIDENT_OPS_INTAKE_PAGE": "on" if mode == "intake" else "off"})
+        started = time.monotonic()
+        try:
+            stack.start(say=lambda _: None)
+            figure(f"page_{mode}_stack_start", time.monotonic() - started, "s")
+            _page_deliveries(stack, mode, count)
+        finally:
+            stack.stop()
+        if not os.environ.get("BENCH_KEEP_STATE"):
+            shutil.rmtree(state, ignore_errors=True)
+        else:
+            note(f"stack state kept in {state}")
+
+
 def _median_wall(command: list[str], runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -595,6 +703,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "fanout": bench_fanout,
     "storm": bench_storm,
     "live": bench_live,
+    "page": bench_page,
 }
 
 

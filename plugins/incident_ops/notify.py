@@ -21,6 +21,13 @@ A notice is a dict (what `incident_ops.core.escalation.Notification.to_dict()` g
 One channel failing never stops the others. When Slack and PagerDuty both failed (every Slack,
 PagerDuty and phone notice that was attempted failed, and at least one was attempted), the message
 text goes by e-mail to the emergency contact (緊急連絡先).
+
+**Exactly once per (channel, target).** `delivered` maps the key of each notice that went out on an
+earlier attempt (`notice_key`: `<incident>:<stage>:<target>:<via>`) to its result: it is not sent
+again, and counts as delivered in the report (`"earlier": True`). `on_delivered(key, result)` is
+called right after each notice went out (before the next is tried), so the caller records it
+durably and a retry of the whole task sends only what failed. The fallback e-mail has its own key
+(`fallback_key`), recorded and skipped the same way.
 """
 
 from __future__ import annotations
@@ -65,6 +72,11 @@ class DeliveryReport:
     def ok(self) -> bool:
         """Every notice went out."""
         return all(result["ok"] for result in self.results)
+
+    def missing(self, required: Sequence[tuple[Any, Any]] | set[tuple[Any, Any]]) -> list[dict[str, Any]]:
+        """The results of the `required` (target, via) pairs that did not go out."""
+        wanted = set(required)
+        return [result for result in self.results if (result["target"], result["via"]) in wanted and not result["ok"]]
 
     @property
     def reached_anyone(self) -> bool:
@@ -210,14 +222,33 @@ def deliver(
     incident_lookups: int = 10,
     lookup_interval: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    delivered: Mapping[str, Mapping[str, Any]] | None = None,
+    on_delivered: Callable[[str, dict[str, Any]], None] | None = None,
+    fallback_key: str | None = None,
 ) -> DeliveryReport:
     """Send each notice; returns the report [{target, via, ok, error, ...}] and the fallback outcome.
 
     `slack` is an IncidentSlack, `pager` an IncidentPager (anything with the same methods works).
+    `delivered`, `on_delivered`, `fallback_key`: see the module doc (exactly once per channel).
     """
+    delivered = delivered or {}
     results: list[dict[str, Any]] = []
+
+    def went_out(key: str, result: dict[str, Any]) -> None:
+        if on_delivered is None:
+            return
+        try:
+            on_delivered(key, result)
+        except Exception as exc:  # noqa: BLE001 - it went out; a retry may repeat it, the others still go
+            log.error("notice %s went out but could not be recorded: %s", key, exc, exc_info=True)
+            result["record_error"] = f"{type(exc).__name__}: {exc}"
+
     for notice in notifications:
         via, target = notice.get("via"), notice.get("target")
+        key = notice_key(notice) if notice.get("idempotency_key") or notice.get("dedup_key") else None
+        if key is not None and key in delivered:
+            results.append({**delivered[key], "target": target, "via": via, "ok": True, "error": None, "earlier": True})
+            continue
         result: dict[str, Any] = {"target": target, "via": via, "ok": False, "error": None}
         try:
             if via == _SLACK:
@@ -250,12 +281,16 @@ def deliver(
             result["error"] = f"{type(exc).__name__}: {exc}"
         else:
             result["ok"] = True
+            if key is not None:
+                went_out(key, result)
         results.append(result)
 
     realtime = [result for result in results if result["via"] == _SLACK or result["via"] in _PAGERDUTY]
     need_fallback = bool(realtime) and not any(result["ok"] for result in realtime)
     if not need_fallback:
         return DeliveryReport(results)
+    if fallback_key is not None and fallback_key in delivered:
+        return DeliveryReport(results, True, True, None, {**delivered[fallback_key], "earlier": True})
 
     first = notifications[0] if notifications else {}
     severity = first.get("severity") or ""
@@ -272,4 +307,7 @@ def deliver(
         log.error("emergency e-mail to %s failed: %s", emergency_email, exc, exc_info=True)
         return DeliveryReport(results, True, False, f"{type(exc).__name__}: {exc}")
     log.warning("Slack and PagerDuty both failed; the notices went by e-mail to %s", emergency_email)
-    return DeliveryReport(results, True, True, None, {"email_to": emergency_email, "email_subject": subject})
+    details = {"email_to": emergency_email, "email_subject": subject}
+    if fallback_key is not None:
+        went_out(fallback_key, details)
+    return DeliveryReport(results, True, True, None, details)

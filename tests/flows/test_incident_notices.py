@@ -28,6 +28,13 @@ class Pager:
         self.triggers.append((dedup_key, severity))
         return dedup_key
 
+    # The P1 phone call (a responder request on the PagerDuty incident): a required notice.
+    def incident_for_dedup_key(self, dedup_key: str) -> dict[str, Any]:
+        return {"id": f"PD-{dedup_key}"}
+
+    def add_responder(self, incident_id: str, user_id: str, message: str, requester_id: str) -> dict[str, Any]:
+        return {"id": f"RR-{user_id}"}
+
 
 @pytest.fixture
 def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:

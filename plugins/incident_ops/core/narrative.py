@@ -42,6 +42,7 @@ EVENT_LABELS: dict[str, str] = {
     "channel_opened": "チャンネル作成",
     "notified": "通知",
     "notified_unacknowledged": "再通知",
+    "paged": "呼び出し",
     "confirmed": "状況確認",
     "acknowledged": "対応開始",
     "escalated": "エスカレーション",
@@ -78,6 +79,7 @@ EVENT_LABELS: dict[str, str] = {
 ACTOR_LABELS: dict[str, str] = {
     "incident_ops": "自動（incident-ops）",
     "incident_ops.webhooks": "監視アラート",
+    "webhook-intake": "監視アラートの受付（即時呼び出し）",
     "airflow-ui": "Airflow UI",
     "monitoring": "監視",
 }

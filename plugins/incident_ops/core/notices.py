@@ -9,6 +9,18 @@ zone, so a P4 reported on Friday evening reads
     対応開始の目標: 12/08(火) 09:00 まで（対応できる時刻から24時間以内）
 
 and the same P4 reported in business hours says work may start now. Nothing here reads the clock.
+
+**Required notices** (`required_notices`): the ones a notify step must have delivered before it
+counts as done; while one is missing the step fails and Airflow retries it (only what failed is sent
+again). The runbook's escalation path wakes people through PagerDuty: every PagerDuty page and phone
+call of a plan is required (P1: the on-call page and the CTO's call; P2: the on-call page; a P3 at
+night: the low-urgency page; unacknowledged P1/P2: the CTO's call). A plan with no page and no call
+(P3 in business hours, P4, the unacknowledged P3/P4 level) requires its Slack notices, the only way
+it reaches anyone. The rest (the dev lead's Slack mention beside a page, e-mail) is optional: a
+failure is reported on the timeline and never fails the step.
+
+`page_summary` is the PagerDuty summary of an incident's page, the same for the DAG's page and the
+webhook intake's (`incident_ops.webhooks.paging`), so both are one alert under one dedup key.
 """
 
 from __future__ import annotations
@@ -22,7 +34,10 @@ from incident_ops.core.handoff import format_moment
 from incident_ops.core.messages import format_duration_ja, render
 from incident_ops.core.runbook import Runbook
 
-__all__ = ["render_notice", "work_start_text"]
+__all__ = ["PAGING_CHANNELS", "page_summary", "render_notice", "required_notices", "work_start_text"]
+
+# The channels that wake someone (PagerDuty's page and its phone call through a responder request).
+PAGING_CHANNELS = ("pagerduty", "phone")
 
 
 def _field(notice: Any, key: str) -> Any:
@@ -76,3 +91,15 @@ def render_notice(
         from_work_start=window.deferred,
         paged=_low_urgency_page(notices),
     ).rstrip("\n")
+
+
+def required_notices(notices: Sequence[Any]) -> set[tuple[str, str]]:
+    """The (target, via) pairs of the plan `notices` that must be delivered (see the module doc)."""
+    pairs = [(str(_field(n, "target")), str(_field(n, "via"))) for n in notices]
+    paging = {pair for pair in pairs if pair[1] in PAGING_CHANNELS}
+    return paging or {pair for pair in pairs if pair[1] == "slack"}
+
+
+def page_summary(severity: str, symptom: str, environment: str | None, service: str | None) -> str:
+    """`[P1] ログインできない (production/backend)`: the PagerDuty summary of an incident's page."""
+    return f"[{severity}] {' '.join(str(symptom).split())} ({environment}/{service})"

@@ -212,9 +212,10 @@ def _notice_text(runbook: Runbook, incident: dict[str, Any], plan: list[Any]) ->
 
 
 def deliver_notices(runbook: Runbook, services: IncidentServices, notices: list[dict[str, Any]], *,
-                    default_channel: str | None) -> Any:
+                    default_channel: str | None, **once: Any) -> Any:
     """Send notices (Slack, PagerDuty page, phone through PagerDuty, e-mail); when every real-time
-    channel fails, the e-mail fallback to the emergency contact. Returns the DeliveryReport."""
+    channel fails, the e-mail fallback to the emergency contact. Returns the DeliveryReport.
+    `once`: `delivered`, `on_delivered`, `fallback_key` of `incident_ops.notify.deliver`."""
     from incident_ops.clients.email import send_email
     from incident_ops.notify import deliver
 
@@ -234,15 +235,79 @@ def deliver_notices(runbook: Runbook, services: IncidentServices, notices: list[
         emergency_email=runbook.contacts.emergency_email,
         default_channel=default_channel,
         pd_requester_id=people["dev_lead"].pagerduty_user_id if "dev_lead" in people else None,
+        **once,
     )
 
 
+# Who sent the webhook intake's page (`incident_ops.webhooks.paging`): the actor of its `paged` event.
+INTAKE_ACTOR = "webhook-intake"
+
+
+def intake_page(ledger: Ledger, incident_id: str) -> dict[str, Any] | None:
+    """The PagerDuty trigger the webhook intake sent for this incident (its `paged` event's data), or
+    None when it did not reach PagerDuty."""
+    for event in ledger.events(incident_id):
+        if event["kind"] == "paged" and event.get("idempotency_key") == "paged":
+            return {**(event.get("data") or {}), "by": event.get("actor")}
+    return None
+
+
+def deliver_once(runbook: Runbook, services: IncidentServices, ledger: Ledger, incident_id: str,
+                 notices: list[dict[str, Any]], *, stage: str, default_channel: str | None, at: dt.datetime,
+                 intake: dict[str, Any] | None = None) -> Any:
+    """`deliver_notices`, exactly once per (channel, target): each notice that goes out is recorded in
+    the ledger's notice table under its idempotency key (`<incident>:<stage>:<target>:<via>`) at
+    once, and a notice recorded by an earlier attempt is not sent again; the fallback e-mail likewise
+    (`<incident>:<stage>:fallback:email`).
+
+    `intake`: the webhook intake's page (`intake_page`). It stands for the Events API v2 trigger of
+    the on-call page of the same severity (PagerDuty has it under the same dedup key), nothing else:
+    the CTO's phone call is a responder request and is always the DAG's."""
+    delivered: dict[str, dict[str, Any]] = {}
+    fallback_key = f"{incident_id}:{stage}:fallback:email"
+    for key in [notice["idempotency_key"] for notice in notices] + [fallback_key]:
+        found = ledger.notice(key)
+        if found is not None:
+            delivered[key] = dict((found.get("data") or {}).get("result") or {})
+    if intake:
+        for notice in notices:
+            if (notice["via"] == "pagerduty" and notice["target"] == "oncall" and not notice.get("urgency")
+                    and intake.get("severity") == notice.get("severity") and notice["idempotency_key"] not in delivered):
+                delivered[notice["idempotency_key"]] = {"dedup_key": intake.get("dedup_key"), "by": INTAKE_ACTOR}
+
+    def on_delivered(key: str, result: dict[str, Any]) -> None:
+        ledger.record_notice(key, at, {"incident_id": incident_id, "result": result})
+
+    return deliver_notices(runbook, services, notices, default_channel=default_channel, delivered=delivered,
+                           on_delivered=on_delivered, fallback_key=fallback_key)
+
+
+def record_not_reached(runbook: Runbook, ledger: Ledger, incident_id: str, *, step: str, at: dt.datetime,
+                 report: Any, missing: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> RuntimeError:
+    """Record that a required notice did not go out (the task fails; its retry sends only what failed)."""
+    ledger.record_event(
+        incident_id, at=at, kind="failure", actor="incident_ops",
+        message="通知が届いていません（再試行します）: " + narrative.notice_sentence(runbook, missing),
+        data={**report.to_dict(), **(extra or {}), "step": step, "missing": missing},
+    )
+    return RuntimeError(f"required notices did not reach anyone yet ({step}): {missing}")
+
+
 def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False) -> dict[str, Any]:
-    """The escalation matrix for the severity (or its unacknowledged level): page, phone, Slack, e-mail."""
+    """The escalation matrix for the severity (or its unacknowledged level): page, phone, Slack, e-mail.
+
+    Exactly once per channel and target (`deliver_once`): a retry sends only what failed. The step
+    is done, and `notified` (`escalated`) recorded, once every required notice
+    (`core.notices.required_notices`: the page and the phone call, else the Slack notice) went out;
+    until then it records a `failure` event with what went out and what did not, and raises, so
+    Airflow retries it. An optional notice that failed is reported in the event, never retried.
+    The webhook intake's page (`paged`, P1/P2) counts as the on-call's PagerDuty trigger."""
+    from incident_ops.core.notices import page_summary, required_notices
+
     runbook = load()
     kind = "escalated" if unacknowledged else "notified"
+    stage = "unack" if unacknowledged else "notify"
     ledger = Ledger()
-    # A retried task must not page or phone twice (responder requests are not deduplicated by PagerDuty).
     for event in ledger.events(incident["id"]):
         if event.get("idempotency_key") == kind:
             return {**(event.get("data") or {}), "repeated": False, "already_done": True}
@@ -257,13 +322,18 @@ def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False)
             text=text,
             dedup_key=incident["id"],
             severity=incident["severity"],
-            summary=f"[{incident['severity']}] {incident['symptom']} ({incident['environment']}/{incident['service']})",
-            idempotency_key=f"{incident['id']}:{'unack' if unacknowledged else 'notify'}:{notice['target']}:{notice['via']}",
+            summary=page_summary(incident["severity"], incident["symptom"], incident["environment"], incident["service"]),
+            idempotency_key=f"{incident['id']}:{stage}:{notice['target']}:{notice['via']}",
         )
         notices.append(notice)
 
     record = ledger.get(incident["id"])
-    report = deliver_notices(runbook, services, notices, default_channel=record.get("slack_channel_id"))
+    report = deliver_once(runbook, services, ledger, incident["id"], notices, stage=stage,
+                          default_channel=record.get("slack_channel_id"), at=at,
+                          intake=None if unacknowledged else intake_page(ledger, incident["id"]))
+    missing = report.missing(required_notices(notices))
+    if missing:
+        raise record_not_reached(runbook, ledger, incident["id"], step=kind, at=at, report=report, missing=missing)
     ledger.record_event(
         incident["id"], at=at, kind=kind, actor="incident_ops",
         message=narrative.notice_sentence(runbook, report.results),
@@ -271,8 +341,6 @@ def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False)
     )
     if unacknowledged:
         ledger.update(incident["id"], at, escalated_at=at)
-    if not report.reached_anyone:
-        raise RuntimeError(f"no notification reached anyone: {report.results}")
     return report.to_dict()
 
 
@@ -300,9 +368,12 @@ def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
 
 def was_paged(ledger: Ledger, incident_id: str) -> bool:
     """Whether PagerDuty holds an incident for this one: P1/P2, and a P3 outside business hours
-    (`escalation.p3_off_hours_pagerduty`, low urgency); P4 and a P3 in business hours page nobody."""
+    (`escalation.p3_off_hours_pagerduty`, low urgency); P4 and a P3 in business hours page nobody.
+    The webhook intake's page (`paged`) and the pages of an attempt that failed otherwise count."""
     for event in ledger.events(incident_id):
-        if event["kind"] in ("notified", "escalated"):
+        if event["kind"] == "paged":
+            return True
+        if event["kind"] in ("notified", "escalated", "failure"):
             for result in (event.get("data") or {}).get("results", []):
                 if result.get("via") in ("pagerduty", "phone") and result.get("ok"):
                     return True

@@ -5,10 +5,12 @@
     POST /incidents/webhooks/slack      Slack interactivity (decision and 対応開始 buttons) and `/incident`
     POST /incidents/webhooks/pagerduty  PagerDuty v3 webhooks (acknowledged, resolved, escalated, reassigned)
 
-The first two answer `{"incident_id", "status": "new"|"joined"|"recorded"|"ignored"|"replayed", "dag_run_id", ...}`
+The first two answer `{"incident_id", "status": "new"|"joined"|"recorded"|"ignored"|"replayed"|"held", "dag_run_id", ...}`
 with 200 (`replayed`: an authentic delivery seen before whose incident is no longer open: nothing
-opened, joined or paged), or a 4xx `{"error": <code>, "reason": <text>}` for bad input with nothing
-triggered or stored but the audit line: 400 malformed, 401 bad/expired HMAC (also when no secret is
+opened, joined or paged; `held`: new incidents are capped per source and overall per minute, the
+occurrence is recorded on the alarm storm record and nothing is opened or triggered, see intake.py),
+or a 4xx `{"error": <code>, "reason": <text>}` for bad input with nothing triggered
+or stored but the audit line: 400 malformed, 401 bad/expired HMAC (also when no secret is
 configured: the answer does not tell), 403 forged SNS signature, SignatureVersion 1 when only 2 is
 allowed, unknown topic or a URL SNS does not use, 413 body over the limit, 415 wrong content type,
 422 valid JSON that is not an alarm/alert the runbook and the DAG's Params accept. 503 = Airflow
@@ -43,6 +45,12 @@ an `occurred_at` older than `INCIDENT_OPS_PAGERDUTY_MAX_AGE_SECONDS` (or 5 min a
 records the acknowledgement at once (who: the runbook person of the agent, else the agent's name,
 else "pagerduty"); `resolved`, `escalated` and `reassigned` go on the incident's timeline (idempotent
 by event id): 200 `recorded`. Another event type, or an incident_key that is not ours: 200 `ignored`.
+
+**The page at once** (`webhooks/paging.py`): an alarm, alert or `/incident` that opens a NEW P1/P2
+incident is handed to a small background sender that sends the PagerDuty trigger the DAG would
+(same dedup key), after the answer is decided and without the request waiting for it; the ledger
+records `paged` (actor `webhook-intake`) when PagerDuty took it, and the DAG does not send that
+trigger again (it still places the phone call, and pages itself when the intake's attempt failed).
 
 `create_app()` takes its collaborators as arguments (tests inject the trigger, the certificate
 fetcher, the clock, the ledger); the FastAPI dependency `get_services` can be overridden too. The
@@ -90,6 +98,8 @@ from incident_ops.webhooks.config import (
     verification_enabled,
 )
 from incident_ops.webhooks.intake import Intake, IntakeError, IntakeResult, TriggerError, TriggerFn, parse_alert
+from incident_ops.webhooks.paging import IntakePager, paging_enabled, project_pager
+from incident_ops.webhooks.paging import queue_size as paging_queue_size
 
 __all__ = ["Refused", "WebhookServices", "create_app", "get_services"]
 
@@ -165,6 +175,8 @@ class WebhookServices:
     slack_api: Callable[[str], Any] | None = None
     acknowledge: Callable[[str, str], dict[str, Any]] | None = None
     command_wait_seconds: float = 2.0
+    # environment → PagerDuty client for the page at once (webhooks/paging.py); None: the DAG alone pages.
+    pager: Callable[[str], Any] | None = None
     certificates: sns.CertificateCache = field(init=False)
     audit: AuditLog = field(init=False)
     _intake: Intake | None = field(default=None, init=False)
@@ -179,6 +191,7 @@ class WebhookServices:
     _futures: set[Future[Any]] = field(default_factory=set, init=False)
     _decision_locks: dict[tuple[str, str, str, int], threading.Lock] = field(default_factory=dict, init=False)
     _slack_clients: dict[str, Any] = field(default_factory=dict, init=False)
+    _paging: IntakePager | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         config = self.config
@@ -197,8 +210,28 @@ class WebhookServices:
                 self._intake = Intake(runbook, self.ledger or Ledger(), self.trigger,
                                       retrigger_after=self.config.retrigger_after_seconds, clock=self.clock,
                                       max_detection_age=self.config.sns_max_age_seconds or 3600.0,
-                                      max_detection_ahead=_FUTURE_SKEW.total_seconds())
+                                      max_detection_ahead=_FUTURE_SKEW.total_seconds(), flood=self.config.flood)
             return self._intake
+
+    @property
+    def paging(self) -> IntakePager | None:
+        """The page-at-once sender (built on first use; None without a `pager`)."""
+        if self.pager is None:
+            return None
+        intake = self.intake
+        with self._lock:
+            if self._paging is None:
+                self._paging = IntakePager(intake.runbook, intake.ledger, self.pager, clock=self.clock,
+                                           max_queue=paging_queue_size())
+            return self._paging
+
+    def page_at_once(self, result: IntakeResult) -> IntakeResult:
+        """Hand a new P1/P2 incident to the background sender (never waits for PagerDuty)."""
+        if self.pager is not None and result.status == "new":
+            paging = self.paging
+            if paging is not None:
+                paging.offer(result.incident_id, result.severity, result.status)
+        return result
 
     @property
     def fetcher(self) -> ThreadPoolExecutor:
@@ -300,8 +333,9 @@ class WebhookServices:
             return replayed.to_dict()
         environment = environment_for_alarm(intake.runbook, alarm["AlarmName"], self.config.topics[envelope["TopicArn"]])
         topic_name = envelope["TopicArn"].rsplit(":", 1)[-1]
-        result = intake.handle_alarm(alarm, environment=environment, reporter=f"cloudwatch (sns:{topic_name})",
-                                     message_id=envelope["MessageId"], received_at=now)
+        result = self.page_at_once(intake.handle_alarm(alarm, environment=environment,
+                                                       reporter=f"cloudwatch (sns:{topic_name})",
+                                                       message_id=envelope["MessageId"], received_at=now))
         intake.remember(delivery, result, now, self._sns_expiry(sent, now))
         return result.to_dict()
 
@@ -395,7 +429,7 @@ class WebhookServices:
         if replayed is not None:
             return replayed.to_dict()
         report = intake.alert_report(alert, occurrence_key=delivery, received_at=now)
-        result = intake.open(report)
+        result = self.page_at_once(intake.open(report))
         window = dt.timedelta(seconds=self.config.replay_window_seconds + 1)
         expires = dt.datetime.fromtimestamp(sent, dt.UTC) + window if sent is not None else now + window
         intake.remember(delivery, result, now, expires)
@@ -744,12 +778,15 @@ class WebhookServices:
         result = intake.replayed(delivery, now)
         if result is None:
             report = intake.alert_report(alert, occurrence_key=delivery, received_at=now)
-            result = intake.open(report)
+            result = self.page_at_once(intake.open(report))
             intake.remember(delivery, result, now, now + dt.timedelta(seconds=slack.WINDOW_SECONDS + 1))
         return self._declared_reply(result, command.text)
 
     def _declared_reply(self, result: IntakeResult, symptom: str) -> dict[str, Any]:
         audit = {"status": result.status, "incident_id": result.incident_id, "dag_run_id": result.dag_run_id}
+        if result.status == "held":  # new incidents capped (intake.py, Floods): on the storm record, no run
+            return {"response_type": "ephemeral", "_audit": audit,
+                    "text": "新規インシデントの上限を超えているため保留しました（記録済み、#dev-team に通知します）。"}
         if result.incident_id is None or result.status == "replayed":
             return {"response_type": "ephemeral", "text": "この依頼は処理済みです（同じリクエストの再送）。", "_audit": audit}
         record = self.intake.ledger.get(result.incident_id)
@@ -951,9 +988,13 @@ def create_app(
     slack_api: Callable[[str], Any] | None = None,
     acknowledge: Callable[[str, str], dict[str, Any]] | None = None,
     command_wait_seconds: float = 2.0,
+    pager: Callable[[str], Any] | None = None,
 ) -> FastAPI:
     """The webhook app. Without arguments (the plugin): configuration from the environment, runs
-    through Airflow's `trigger_dag`, the HMAC secret from the Airflow connection/Variable."""
+    through Airflow's `trigger_dag`, the HMAC secret from the Airflow connection/Variable, and the
+    page at once through the connection `pagerduty_default` (unless `INCIDENT_OPS_INTAKE_PAGE=off`).
+    `pager` (environment → PagerDuty client) turns the page at once on with that client; with an
+    injected `trigger` and no `pager` (tests, benchmarks), the DAG alone pages."""
     try:
         docs = config.docs if config is not None else docs_enabled()
         verify = config.verify if config is not None else verification_enabled()
@@ -1002,6 +1043,7 @@ def create_app(
                     visit=visit, clock=clock or _now, runbook=runbook, ledger=ledger, slack_secret=slack_fn,
                     pagerduty_secrets=pagerduty_fn, hitl=hitl, slack_api=slack_api, acknowledge=acknowledge,
                     command_wait_seconds=command_wait_seconds,
+                    pager=pager or (project_pager if trigger is None and paging_enabled() else None),
                 ))
             return built[0]
 
