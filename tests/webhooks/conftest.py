@@ -4,6 +4,7 @@ certificate fetcher that serves the test certificate (and counts its fetches).""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,11 @@ class CertServer:
 class Visits:
     urls: list[str] = field(default_factory=list)
     status: int = 200
+    threads: list[str] = field(default_factory=list)  # where each visit ran
 
     def __call__(self, url: str) -> int:
         self.urls.append(url)
+        self.threads.append(threading.current_thread().name)
         return self.status
 
 

@@ -296,6 +296,15 @@ def test_subscription_confirmation_visits_the_subscribe_url_once(harness: Harnes
     assert any(e.get("action") == "subscription_confirmed" for e in harness.audit())
 
 
+def test_the_subscribe_url_is_visited_on_the_fetchers_pool_not_airflows(harness: Harness, cert: SigningCert) -> None:
+    """The visit is an outbound call: a slow SubscribeURL must not hold a thread of the pool the API
+    server's own routes share (it runs on the certificate fetchers' small pool)."""
+    answer = post_sns(harness, confirmation(cert))
+    assert answer.status_code == 200 and answer.json()["action"] == "subscription_confirmed"
+    assert harness.visits.threads and all(n.startswith("sns-certificate") for n in harness.visits.threads), \
+        harness.visits.threads
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -361,6 +361,9 @@ class WebhookServices:
             # Awaited here: a slow certificate URL holds no thread of the shared pool.
             key = await self.certificates.aget(envelope["SigningCertURL"], self.fetch or self._https_get_certificate,
                                                now, self.fetcher, timeout=self.certificate_wait_seconds)
+        if envelope.get("Type") == "SubscriptionConfirmation":
+            # Visiting the SubscribeURL is an outbound call too: on the fetchers' pool, not Airflow's.
+            return await asyncio.wrap_future(self.fetcher.submit(self.sns_accepted, envelope, key, now, sent, note))
         return await run_in_threadpool(self.sns_accepted, envelope, key, now, sent, note)
 
     def _confirm_subscription(self, envelope: dict[str, str], note: dict[str, Any]) -> dict[str, Any]:
