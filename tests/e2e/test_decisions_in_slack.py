@@ -15,8 +15,10 @@ The stack's runbook (tests/e2e/conftest.py) gives the decisions 30 s, so a timeo
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -115,10 +117,22 @@ def test_nobody_answers_a_p1_the_suggestion_runs_only_its_auto_step(stack: Local
     assert "回答がないまま期限" in context_line(by_ts(report, choice["ts"]))
 
 
-def test_nobody_answers_a_step_that_is_not_auto_nothing_changes(stack: LocalStack) -> None:
+@pytest.fixture
+def closes(stack: LocalStack) -> Iterator[list[str]]:
+    """Incidents a test leaves open (nobody recovered them): closed afterwards, so the next alarm of
+    the same kind opens a new incident instead of joining this one."""
+    opened: list[str] = []
+    yield opened
+    for incident_id in opened:
+        ledger_for(stack).close(incident_id, dt.datetime.now(dt.UTC))
+    stack.sandbox_client().reset()
+
+
+def test_nobody_answers_a_step_that_is_not_auto_nothing_changes(stack: LocalStack, closes: list[str]) -> None:
     report = run_incident(stack, "deploy", answer_via="slack",
                           unanswered=("choose_scenario", "approve_rollback"), say=lambda _: None)
     incident_id = report["incident_id"]
+    closes.append(incident_id)
     assert report["severity"] == "P1"
     # the suggestion started unattended, its rollback asked for consent, nobody gave it
     [chosen] = events(stack, incident_id, "scenario_chosen")
@@ -132,7 +146,7 @@ def test_nobody_answers_a_step_that_is_not_auto_nothing_changes(stack: LocalStac
     assert not report["healthy"]
 
 
-def test_the_incident_slash_command_declares_through_the_intake(stack: LocalStack) -> None:
+def test_the_incident_slash_command_declares_through_the_intake(stack: LocalStack, closes: list[str]) -> None:
     sandbox = stack.sandbox_client()
     sandbox.reset()
     oncall = sandbox.oncall_person()
@@ -140,6 +154,7 @@ def test_the_incident_slash_command_declares_through_the_intake(stack: LocalStac
     text = json.dumps(answer, ensure_ascii=False)
     assert "INC-" in text and "P1" in text, answer
     incident_id = "INC-" + text.split("INC-", 1)[1][:15]
+    closes.append(incident_id)
     record = ledger_for(stack).get(incident_id)
     assert record["severity"] == "P1" and record["reporter"]
     # the same command again joins the incident instead of opening a second one
