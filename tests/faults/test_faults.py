@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,17 @@ def test_aws_throttling_during_remediation_is_retried_and_acts_once(
     sleeps: list[float] = []
     import botocore.endpoint
 
-    monkeypatch.setattr(botocore.endpoint.time, "sleep", sleeps.append)  # backoff recorded, not slept
+    # botocore.endpoint.time is the time module: only this thread's sleeps are the backoff (background
+    # threads of earlier tests in the process sleep too, and must really sleep).
+    real_sleep, this_thread = time.sleep, threading.current_thread()
+
+    def backoff(seconds: float) -> None:
+        if threading.current_thread() is this_thread:
+            sleeps.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", backoff)  # backoff recorded, not slept
     with mock_aws():
         ssm = boto3.client("ssm", region_name=REGION, config=aws_client_config())
         attempts: list[str] = []

@@ -29,6 +29,7 @@ models and the migrations agree on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +87,8 @@ def config(url: str | None = None, *, script_location: str | Path | None = None,
 
     from incident_ops.core.ledger import resolve_url
 
-    cfg = Config()
+    # Explicit: Config's default `stdout` is whatever sys.stdout was when alembic was first imported.
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(script_location or SCRIPT_LOCATION))
     # configparser interpolates '%': a password may hold one.
     cfg.set_main_option("sqlalchemy.url", resolve_url(url).replace("%", "%%"))
