@@ -4,8 +4,9 @@
 For the incidents detected last week (Monday to Sunday, JST), per severity: time to declare, to
 start the response (acknowledge) and to recover, against the runbook's targets (response start:
 P1 15 min, P2 30 min, P3 2 h, P4 24 h; declaration within Phase 1's 15 min), the breaches, and the
-postmortems still outstanding. Written to `state/reports/` as Markdown, CSV (per incident and per
-severity) and a chart (PNG), and posted to #dev-team with the chart, once per week.
+postmortems still outstanding. Written to `<artifacts URL>/reports/` (`state/reports/` on one
+machine) as Markdown, CSV (per incident and per severity) and a chart (PNG), and posted to #dev-team
+with the chart, once per week.
 """
 
 from __future__ import annotations

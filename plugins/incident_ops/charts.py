@@ -1,17 +1,19 @@
-"""Metric charts for the evidence post and the postmortem (PNG, rendered without a display)."""
+"""Metric charts for the evidence post and the postmortem (PNG bytes, rendered without a display).
+
+The caller stores them through ObjectStoragePath (`incident_ops.artifacts`): no worker's disk."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 __all__ = ["metrics_chart"]
 
 
-def metrics_chart(series: Mapping[str, Mapping[str, Any]], path: Path, *, title: str, tz: dt.tzinfo) -> Path:
-    """One small panel per series (x: time in `tz`), written to `path`; empty series say so."""
+def metrics_chart(series: Mapping[str, Mapping[str, Any]], *, title: str, tz: dt.tzinfo) -> bytes:
+    """One small panel per series (x: time in `tz`), as PNG bytes; empty series say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +41,7 @@ def metrics_chart(series: Mapping[str, Mapping[str, Any]], path: Path, *, title:
         axes[index // columns][index % columns].axis("off")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
-    return path
+    return buffer.getvalue()

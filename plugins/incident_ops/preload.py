@@ -57,6 +57,7 @@ TASK_MODULES = (
     "incident_ops.flows.decisions",
     "incident_ops.core.decisions",
     "incident_ops.core.safety_nets",
+    "incident_ops.artifacts",
     "incident_ops.params",
     "airflow.providers.amazon.aws.hooks.base_aws",
     # what the DAG files' @task, @task.short_circuit, @task.branch and @task_group resolve lazily

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from incident_ops import artifacts
 from incident_ops.core import diagnosis, messages, narrative
 from incident_ops.core.deadlines import postmortem_schedule, response_deadline
 from incident_ops.core.decisions import acknowledge_blocks
@@ -55,12 +56,6 @@ def load() -> Runbook:
 
 def state_dir() -> Path:
     path = Path(os.environ.get("INCIDENT_OPS_STATE_DIR") or PROJECT_ROOT / "state")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def incident_dir(incident_id: str) -> Path:
-    path = state_dir() / "incidents" / incident_id
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -519,10 +514,11 @@ def collect_evidence(incident: dict[str, Any]) -> dict[str, Any]:
     suggestion = diagnosis.suggest_scenario(runbook, evidence, now)
     evidence["suggestion"] = suggestion.to_dict()
 
-    folder = incident_dir(incident["id"])
-    (folder / "evidence.json").write_text(json.dumps(evidence, ensure_ascii=False, indent=2, default=str))
-    chart_path = folder / "metrics.png"
-    metrics_chart(evidence["metrics"], chart_path, title=f"{incident['id']} metrics (JST)", tz=runbook.tz)
+    # Through the artifacts store (file:// or s3://): a later task may run on another worker.
+    evidence_url = artifacts.write_text(artifacts.artifact("incidents", incident["id"], "evidence.json"),
+                                        json.dumps(evidence, ensure_ascii=False, indent=2, default=str))
+    chart_png = metrics_chart(evidence["metrics"], title=f"{incident['id']} metrics (JST)", tz=runbook.tz)
+    chart_url = artifacts.write_bytes(artifacts.artifact("incidents", incident["id"], "metrics.png"), chart_png)
 
     highlights = _highlights(evidence)
     record = Ledger().get(incident["id"])
@@ -533,12 +529,12 @@ def collect_evidence(incident: dict[str, Any]) -> dict[str, Any]:
             suggested_scenario=suggestion.scenario, highlights=highlights,
         )
         post = services.slack.post(record["slack_channel_id"], header, idempotency_key=f"{incident['id']}:evidence")
-        services.slack.upload_image(record["slack_channel_id"], chart_path, "metrics.png", "メトリクス",
+        services.slack.upload_image(record["slack_channel_id"], chart_png, "metrics.png", "メトリクス",
                                     idempotency_key=f"{incident['id']}:evidence-chart", thread_ts=post.get("ts"))
     Ledger().record_event(
         incident["id"], at=now, kind="evidence", actor="incident_ops",
         message=narrative.event_sentence(load(), {"kind": "evidence", "data": {"suggestion": suggestion.to_dict()}}),
-        data={"suggestion": suggestion.to_dict(), "path": str(folder / "evidence.json")},
+        data={"suggestion": suggestion.to_dict(), "path": evidence_url},
         idempotency_key="evidence",
     )
     return {
@@ -546,8 +542,8 @@ def collect_evidence(incident: dict[str, Any]) -> dict[str, Any]:
         "reasons": suggestion.reasons.get(suggestion.scenario or "", []),
         "scores": suggestion.scores,
         "highlights": highlights,
-        "chart": str(chart_path),
-        "path": str(folder / "evidence.json"),
+        "chart": chart_url,
+        "path": evidence_url,
         "metric_api_calls": metrics["api_calls"],
     }
 
@@ -663,45 +659,39 @@ def announce_recovery(incident: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_postmortem(incident: dict[str, Any], evidence: dict[str, Any] | None) -> dict[str, Any]:
-    """The draft with the runbook's sections, timeline from the ledger, written to the storage path."""
-    from airflow.sdk import ObjectStoragePath
+    """The draft with the runbook's sections, timeline from the ledger, written to the storage URL.
 
+    The evidence and its chart are read from the URLs Phase 2 handed over (file:// or s3://), so this
+    task may run on another worker than the one that collected them."""
     runbook = load()
     ledger = Ledger()
     record = ledger.get(incident["id"])
     timeline = ledger.events(incident["id"])
     actions = actions_taken(ledger, incident["id"])
     full_evidence: dict[str, Any] = {}
-    if evidence and evidence.get("path") and Path(evidence["path"]).exists():
-        full_evidence = json.loads(Path(evidence["path"]).read_text())
+    if evidence and artifacts.exists(evidence.get("path")):
+        full_evidence = json.loads(artifacts.read_text(evidence["path"]))
     summary = {
         "suggestion": full_evidence.get("suggestion"),
         "alarms": [a.get("name") or a.get("AlarmName") for a in full_evidence.get("alarms") or []],
         "deploys": full_evidence.get("deploys") or [],
         "highlights": (evidence or {}).get("highlights", []),
     }
-    storage = runbook.postmortem.storage
-    base = storage if "://" in storage else f"file://{(PROJECT_ROOT / storage) if not Path(storage).is_absolute() else storage}"
-    if os.environ.get("INCIDENT_OPS_POSTMORTEM_STORAGE"):
-        base = os.environ["INCIDENT_OPS_POSTMORTEM_STORAGE"]
-    conn_id = "aws_default" if base.startswith("s3://") else None
-    folder = ObjectStoragePath(base, conn_id=conn_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = artifacts.open_url(artifacts.postmortem_url(runbook))
     # Charts go beside the postmortem and are linked relative to it, so the draft reads the same
     # wherever the folder is copied or served.
     charts = []
-    chart = Path(evidence["chart"]) if evidence and evidence.get("chart") else None
-    if chart is not None and chart.exists():
-        (folder / incident["id"]).mkdir(parents=True, exist_ok=True)
-        (folder / incident["id"] / chart.name).write_bytes(chart.read_bytes())
-        charts.append(f"{incident['id']}/{chart.name}")
+    chart_url = (evidence or {}).get("chart")
+    if chart_url and artifacts.exists(chart_url):
+        name = artifacts.open_url(chart_url).name
+        artifacts.write_bytes(folder / incident["id"] / name, artifacts.read_bytes(chart_url))
+        charts.append(f"{incident['id']}/{name}")
     text = messages.render_postmortem(runbook, incident=record, timeline=timeline, evidence=summary,
                                       actions=actions, charts=charts)
-    target = folder / f"{incident['id']}.md"
-    target.write_text(text)
-    ledger.update(incident["id"], _now(), postmortem_path=str(target))
+    target = artifacts.write_text(folder / f"{incident['id']}.md", text)
+    ledger.update(incident["id"], _now(), postmortem_path=target)
     ledger.record_event(incident["id"], at=_now(), kind="postmortem_draft", actor="incident_ops",
-                        message=str(target), idempotency_key="postmortem_draft")
+                        message=target, idempotency_key="postmortem_draft")
     services = services_for(incident["environment"])
     if services.slack is not None and record.get("slack_channel_id"):
         due = record.get("postmortem_due_at")
@@ -712,4 +702,4 @@ def write_postmortem(incident: dict[str, Any], evidence: dict[str, Any] | None) 
             else f"ポストモーテムのドラフトを作成しました: {target}",
             idempotency_key=f"{incident['id']}:postmortem",
         )
-    return {"path": str(target)}
+    return {"path": target}

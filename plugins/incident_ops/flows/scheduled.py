@@ -16,6 +16,7 @@ the stage, then records the ledger event whose idempotency key is the stage.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -396,7 +397,7 @@ def mark_postmortem_done(
 # --- weekly report --------------------------------------------------------------------------------------
 
 
-def report_chart(runbook: Runbook, report: reporting.Report, path: Path) -> Path:
+def report_chart(runbook: Runbook, report: reporting.Report) -> bytes:
     """A bar chart per severity: median minutes to declare / acknowledge / recover (log scale), the
     response-start target as a red mark, the maximum as a dot. Labels in English (no CJK font)."""
     import matplotlib
@@ -438,18 +439,17 @@ def report_chart(runbook: Runbook, report: reporting.Report, path: Path) -> Path
         axis.text(0.5, 0.5, "no incidents in this period", ha="center", va="center", transform=axis.transAxes)
     axis.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
-    return path
+    return buffer.getvalue()
 
 
-def _reports_dir(out_dir: Path | str | None) -> Path:
-    if out_dir is not None:
-        return Path(out_dir)
-    from incident_ops.flows.incident import state_dir
+def _reports_dir(out_dir: Path | str | None) -> Any:
+    """`out_dir` (a folder or a URL), else `<artifacts URL>/reports`, as an ObjectStoragePath."""
+    from incident_ops import artifacts
 
-    return state_dir() / "reports"
+    return artifacts.open_url(out_dir) if out_dir is not None else artifacts.artifact("reports")
 
 
 def incident_response_report(
@@ -462,8 +462,11 @@ def incident_response_report(
     out_dir: Path | str | None = None,
     post: bool = True,
 ) -> dict[str, Any]:
-    """The report of the week before `at`: Markdown + CSV files and a chart under `out_dir`
-    (default state/reports/), and the summary with the chart in #dev-team (once per week)."""
+    """The report of the week before `at`: Markdown + CSV files and a chart under `out_dir` (a folder
+    or URL; default `<artifacts URL>/reports`, i.e. state/reports/ on one machine), their URLs in
+    `files`, and the summary with the chart in #dev-team (once per week)."""
+    from incident_ops import artifacts
+
     runbook = _runbook(runbook)
     at = _aware(at, "at").astimezone(runbook.tz)
     ledger = ledger or Ledger()
@@ -477,31 +480,23 @@ def incident_response_report(
         at=at,
     )
     folder = _reports_dir(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    chart_png = report_chart(runbook, report)
     files = {
-        "markdown": folder / f"{report.stem}.md",
-        "csv": folder / f"{report.stem}-incidents.csv",
-        "summary_csv": folder / f"{report.stem}-summary.csv",
-        "chart": folder / f"{report.stem}.png",
+        "markdown": artifacts.write_text(folder / f"{report.stem}.md", reporting.render_markdown(runbook, report)),
+        "csv": artifacts.write_text(folder / f"{report.stem}-incidents.csv", reporting.incidents_csv(report)),
+        "summary_csv": artifacts.write_text(folder / f"{report.stem}-summary.csv", reporting.summary_csv(report)),
+        "chart": artifacts.write_bytes(folder / f"{report.stem}.png", chart_png),
     }
-    files["markdown"].write_text(reporting.render_markdown(runbook, report), encoding="utf-8")
-    files["csv"].write_text(reporting.incidents_csv(report), encoding="utf-8")
-    files["summary_csv"].write_text(reporting.summary_csv(report), encoding="utf-8")
-    report_chart(runbook, report, files["chart"])
-    result: dict[str, Any] = {
-        **report.to_dict(),
-        "files": {name: str(path) for name, path in files.items()},
-        "posted": None,
-    }
+    result: dict[str, Any] = {**report.to_dict(), "files": files, "posted": None}
     if post:
         slack = _slack(_services(runbook, services, environment))
         channel = _dev_team(runbook)
-        text = reporting.render_summary(runbook, report, files=[str(files["markdown"]), str(files["csv"])])
+        text = reporting.render_summary(runbook, report, files=[files["markdown"], files["csv"]])
         sent = slack.post(channel, text, idempotency_key=report.key)
         chart = slack.upload_image(
             channel,
-            files["chart"],
-            filename=files["chart"].name,
+            chart_png,
+            filename=f"{report.stem}.png",
             title=f"障害対応レポート {report.start:%Y-%m-%d} 週",
             idempotency_key=f"{report.key}:chart",
         )

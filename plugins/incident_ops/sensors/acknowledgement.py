@@ -27,7 +27,7 @@ class AcknowledgementSensor(BaseSensorOperator):
     def __init__(self, *, incident: Any, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("soft_fail", True)
-        kwargs.setdefault("poke_interval", 5)
+        kwargs.setdefault("poke_interval", 15)
         super().__init__(**kwargs)
         self.incident = incident
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from pytest_httpserver import HTTPServer
 
+from incident_ops import artifacts
 from incident_ops.clients.http import HttpClient, RetryPolicy
 from incident_ops.clients.slack import IncidentSlack, make_web_client
 from incident_ops.core.ledger import Ledger
@@ -75,7 +76,9 @@ def test_figures_from_the_ledger(runbook: Runbook, ledger: Ledger, slack: Record
 def test_files_and_one_post_per_week(runbook: Runbook, ledger: Ledger, slack: RecordingSlack, tmp_path: Path,
                                      filled: dict[str, str]) -> None:
     result = report(runbook, ledger, slack, tmp_path)
-    files = {name: Path(path) for name, path in result["files"].items()}
+    # URLs of the artifacts store (here file:// under tmp_path), read back through it.
+    assert all(url.startswith(f"file://{tmp_path / 'reports'}/") for url in result["files"].values())
+    files = {name: Path(url.removeprefix("file://")) for name, url in result["files"].items()}
     assert files["markdown"].name == "incident-response-2026-11-23.md"
     markdown = files["markdown"].read_text(encoding="utf-8")
     assert markdown.startswith("# 障害対応レポート 2026-11-23(月) 〜 2026-11-29(日)\n")
@@ -101,8 +104,21 @@ def test_files_and_one_post_per_week(runbook: Runbook, ledger: Ledger, slack: Re
 def test_a_quiet_week(runbook: Runbook, ledger: Ledger, slack: RecordingSlack, tmp_path: Path) -> None:
     result = report(runbook, ledger, slack, tmp_path)
     assert result["incidents"] == 0 and result["breaches"] == []
-    assert "期間内のインシデントはありません。" in Path(result["files"]["markdown"]).read_text(encoding="utf-8")
+    assert "期間内のインシデントはありません。" in artifacts.read_text(result["files"]["markdown"])
     assert "・期間内のインシデントはありません" in slack.messages[0]["text"]
+
+
+def test_the_files_go_to_the_artifacts_store(runbook: Runbook, ledger: Ledger, slack: RecordingSlack,
+                                             monkeypatch: pytest.MonkeyPatch, memory_s3, filled: dict[str, str]) -> None:
+    # No out_dir: `<INCIDENT_OPS_ARTIFACTS_URL>/reports`, here s3:// (no worker's disk); XCom gets URLs.
+    monkeypatch.setenv(artifacts.ARTIFACTS_URL_ENV, "s3://pb-incidents/incident-ops")
+    result = scheduled.incident_response_report(AT, runbook=runbook, ledger=ledger, services=SimpleNamespace(slack=slack))
+    base = "s3://pb-incidents/incident-ops/reports/incident-response-2026-11-23"
+    assert result["files"] == {"markdown": f"{base}.md", "csv": f"{base}-incidents.csv",
+                               "summary_csv": f"{base}-summary.csv", "chart": f"{base}.png"}
+    assert "## " in artifacts.read_text(result["files"]["markdown"])
+    assert artifacts.read_bytes(result["files"]["chart"]) == slack.uploads[0]["bytes"]
+    assert f"{base}.md" in slack.messages[0]["text"]
 
 
 def test_report_through_the_slack_api(runbook: Runbook, ledger: Ledger, tmp_path: Path, httpserver: HTTPServer,
