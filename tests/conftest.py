@@ -184,14 +184,16 @@ class TierGuard:
     @staticmethod
     def _library_probe() -> bool:
         """The standard library's own probes (`file -b` for platform.architecture(), which croniter
-        calls on import; ldconfig for ctypes.util.find_library): a library's import, not the test."""
+        calls on import; ldconfig for ctypes.util.find_library) and matplotlib's `fc-list` when it
+        builds its font cache (once per machine): a library's set-up, not the test."""
         import ctypes.util
         import platform
 
         probes = {platform.__file__, ctypes.util.__file__}
         frame = sys._getframe(2)
         while frame is not None:
-            if frame.f_code.co_filename in probes:
+            name = frame.f_code.co_filename
+            if name in probes or name.endswith(os.path.join("matplotlib", "font_manager.py")):
                 return True
             frame = frame.f_back
         return False
