@@ -137,6 +137,7 @@ SERVER_FIXTURES = frozenset({
     "sandbox_server",  # tests/sandbox/conftest.py (`sb`, `sb_light`, `client`, `aws` there)
     "starttls_server",  # tests/clients/test_email.py
     "hanging_server",  # tests/faults/test_faults.py
+    "moto_s3",  # tests/flows/conftest.py (a moto server for s3://)
 })
 
 

@@ -1,9 +1,9 @@
 """Artifacts without a shared disk (incident_ops.artifacts, flows/incident.py Phase 2 and 5).
 
 Evidence, the metrics chart and the postmortem draft go through Airflow's ObjectStoragePath; XCom and
-the ledger carry URLs. The store is `file://` here and an in-memory file system attached as `s3://`
-with the `aws_default` connection (s3fs, which the amazon provider's S3 file system needs, is not in
-the lock). Two "workers" with different state folders share only the artifacts URL and the ledger."""
+the ledger carry URLs. The store is `file://`, and `s3://` for real: the amazon provider's S3 file
+system (s3fs) with the `aws_default` connection pointed at a moto server. Two "workers" with different
+state folders share only the artifacts URL and the ledger."""
 
 from __future__ import annotations
 
@@ -102,12 +102,17 @@ def test_round_trip_through_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert (tmp_path / "shared" / "incidents" / "INC-1" / "metrics.png").read_bytes() == PNG
 
 
-def test_round_trip_through_s3(monkeypatch: pytest.MonkeyPatch, memory_s3: Any) -> None:
+def object_bytes(s3: Any, key: str) -> bytes:
+    return s3.get_object(Bucket="pb-incidents", Key=key)["Body"].read()
+
+
+def test_round_trip_through_s3(monkeypatch: pytest.MonkeyPatch, moto_s3: Any) -> None:
     monkeypatch.setenv(artifacts.ARTIFACTS_URL_ENV, "s3://pb-incidents/incident-ops")
     text_url, png_url = round_trip()
     # The URL is plain (no connection in it) and the object is in the bucket, not on a disk.
     assert text_url == "s3://pb-incidents/incident-ops/incidents/INC-1/evidence.json"
-    assert memory_s3.cat_file("/pb-incidents/incident-ops/incidents/INC-1/metrics.png") == PNG
+    assert object_bytes(moto_s3, "incident-ops/incidents/INC-1/metrics.png") == PNG
+    assert object_bytes(moto_s3, "incident-ops/incidents/INC-1/evidence.json").decode() == '{"a": "障害"}'
 
 
 def test_the_chart_is_png_bytes(runbook: Any) -> None:
@@ -148,7 +153,7 @@ def as_worker(monkeypatch: pytest.MonkeyPatch, state: Path) -> None:
 def test_two_workers_without_a_shared_disk(store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                            request: pytest.FixtureRequest) -> None:
     if store == "s3":
-        memory = request.getfixturevalue("memory_s3")
+        s3 = request.getfixturevalue("moto_s3")
         base = "s3://pb-incidents/incident-ops"
     else:
         base = f"file://{tmp_path / 'bucket'}"
@@ -194,4 +199,8 @@ def test_two_workers_without_a_shared_disk(store: str, monkeypatch: pytest.Monke
     assert [e["message"] for e in ledger.events(incident["id"]) if e["kind"] == "postmortem_draft"] == [target]
     assert any(target in post["text"] for post in slack.to("C-INCIDENT"))
     if store == "s3":
-        assert memory.exists(f"/pb-incidents/incident-ops/postmortems/{incident['id']}/metrics.png")
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="pb-incidents")["Contents"]}
+        assert keys == {f"incident-ops/incidents/{incident['id']}/evidence.json",
+                        f"incident-ops/incidents/{incident['id']}/metrics.png",
+                        f"incident-ops/postmortems/{incident['id']}.md",
+                        f"incident-ops/postmortems/{incident['id']}/metrics.png"}, keys

@@ -2,9 +2,9 @@
 triggerer until available (no worker slot held for the up to 1800 s a restore may take).
 
 The amazon provider's `RdsDbAvailableTrigger` does not fit as it is: it waits for one resource (a
-restore here is a cluster and then its instance, one deadline for both), its async waiter needs
-aiobotocore (not in requirements.lock), and its failure states differ from the synchronous wait's of
-the command line. So both waits read the same `incident_ops.actions.rds.restore_progress`, here with
+restore here is a cluster and then its instance, one deadline for both), its async waiter builds an
+aiobotocore client outside the project's AWS client settings (retries, the call log), and its failure
+states differ from the synchronous wait's of the command line. So both waits read the same `incident_ops.actions.rds.restore_progress`, here with
 the provider's AWS hook's client (`aws_default`, built as the task builds it) in a thread.
 """
 

@@ -109,7 +109,7 @@ def test_a_quiet_week(runbook: Runbook, ledger: Ledger, slack: RecordingSlack, t
 
 
 def test_the_files_go_to_the_artifacts_store(runbook: Runbook, ledger: Ledger, slack: RecordingSlack,
-                                             monkeypatch: pytest.MonkeyPatch, memory_s3, filled: dict[str, str]) -> None:
+                                             monkeypatch: pytest.MonkeyPatch, moto_s3, filled: dict[str, str]) -> None:
     # No out_dir: `<INCIDENT_OPS_ARTIFACTS_URL>/reports`, here s3:// (no worker's disk); XCom gets URLs.
     monkeypatch.setenv(artifacts.ARTIFACTS_URL_ENV, "s3://pb-incidents/incident-ops")
     result = scheduled.incident_response_report(AT, runbook=runbook, ledger=ledger, services=SimpleNamespace(slack=slack))
