@@ -44,7 +44,7 @@ def test_manual_without_a_suggestion(runbook: Runbook) -> None:
 def test_suggested_names_the_auto_steps_their_reasons_and_the_steps_that_wait(runbook: Runbook) -> None:
     assert decisions.outcome_on_timeout(runbook, kind="scenario", severity="P1", suggested="resource") == (
         "提案のシナリオ「リソース枯渇」を開始します。"
-        "人の回答なしで実行するのは auto の手順「スケールアウト」だけです"
+        "人の回答なしで実行するのは、自動実行を許可された手順「スケールアウト」だけです"
         "（「スケールアウト」: タスクを増やすだけで、上限（max_desired_count）があり、いつでも元の数に戻せるため）。"
         "「スケールアップ」、「AWS サポートへの問い合わせ」はそれぞれ承認を待ちます。")
 
@@ -52,7 +52,7 @@ def test_suggested_names_the_auto_steps_their_reasons_and_the_steps_that_wait(ru
 def test_suggested_with_only_auto_and_read_only_steps(runbook: Runbook) -> None:
     assert decisions.outcome_on_timeout(runbook, kind="scenario", severity="P2", suggested="external") == (
         "提案のシナリオ「外部サービス障害」を開始します。"
-        "人の回答なしで実行するのは auto の手順「フォールバック有効化」だけです"
+        "人の回答なしで実行するのは、自動実行を許可された手順「フォールバック有効化」だけです"
         "（「フォールバック有効化」: 外部サービスが落ちている間だけ用意済みの代替動作に切り替えるフラグで、戻すのもフラグ1つのため）。")
 
 
@@ -85,7 +85,7 @@ def test_an_approval_approved_on_timeout_says_why() -> None:
         on_timeout={"P1": "approve", "default": "reject"}))
     assert decisions.outcome_on_timeout(runbook, kind="approval", severity="P1", scenario="database",
                                         step_id="failover") == (
-        "既定値「承認」: 手順「フェイルオーバー」を実行します（auto: レプリカへの切り替えだけで、データは失われないため）。")
+        "既定値「承認」: 手順「フェイルオーバー」を実行します（自動実行を許可された手順: レプリカへの切り替えだけで、データは失われないため）。")
     assert decisions.outcome_on_timeout(runbook, kind="approval", severity="P2", scenario="database",
                                         step_id="failover").startswith("既定値「却下」")
 
@@ -268,7 +268,7 @@ def test_the_body_escapes_outside_markdown(runbook: Runbook) -> None:
 def test_answered_by_a_person(runbook: Runbook) -> None:
     text, blocks = decisions.answered_blocks(runbook, "質問", by="田中 太郎", option="Approve",
                                              at=dt.datetime(2026, 12, 1, 1, 3, tzinfo=dt.UTC))
-    line = "✅ 田中 太郎 さんが「承認」を選択しました（12/01 10:03）"
+    line = "✅ 田中 太郎さんが「承認」を選択しました（12/01 10:03 JST）"
     assert text == f"質問\n{line}"
     assert blocks == [{"type": "section", "text": {"type": "mrkdwn", "text": "質問"}},
                       {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}]
@@ -278,14 +278,14 @@ def test_answered_by_a_person(runbook: Runbook) -> None:
 def test_answered_by_the_timeout_default_with_a_note(runbook: Runbook) -> None:
     text, blocks = decisions.answered_blocks(runbook, "質問", by=None, option="手動対応（自動復旧なし）",
                                              at=dt.datetime(2026, 12, 1, 15, 10, tzinfo=dt.UTC), note=MANUAL_TEXT)
-    line = f"⏱ 回答がないまま期限になり、既定値「手動対応（自動復旧なし）」を適用しました（12/02 00:10）\n{MANUAL_TEXT}"
+    line = f"⏱ 回答がないまま期限になり、既定値「手動対応（自動復旧なし）」を適用しました（12/02 00:10 JST）\n{MANUAL_TEXT}"
     assert text == f"質問\n{line}"
     assert blocks[1]["elements"][0]["text"] == line
 
 
 def test_answered_escapes_the_name_and_the_note(runbook: Runbook) -> None:
     text, _ = decisions.answered_blocks(runbook, "q", by="<!channel>", option="<@U1>", at=DEADLINE, note="<!here>")
-    assert "&lt;!channel&gt; さんが「&lt;@U1&gt;」を選択しました" in text
+    assert "&lt;!channel&gt;さんが「&lt;@U1&gt;」を選択しました" in text
     assert text.endswith("\n&lt;!here&gt;")
 
 
@@ -324,3 +324,129 @@ def test_the_timeout_notice(runbook: Runbook) -> None:
         "回答がないため既定値「却下」を適用しました。",
         "既定値「却下」: 手順は実行しません。",
     ]
+
+
+# --- people's words: past tense after the deadline, the questions without identifiers --------------------
+
+
+def test_after_the_deadline_the_outcome_is_in_the_past_tense(runbook: Runbook) -> None:
+    done = decisions.outcome_on_timeout(runbook, kind="scenario", severity="P1", suggested="resource", done=True)
+    assert done.startswith("提案のシナリオ「リソース枯渇」を開始しました。") and "開始します" not in done
+    assert decisions.outcome_on_timeout(runbook, kind="scenario", severity="P3", suggested="resource", done=True) == (
+        "自動復旧は行わず、手動対応に切り替えました（人が判断するまで本番環境は変更しません）。")
+    assert decisions.outcome_on_timeout(runbook, kind="approval", severity="P1", scenario="database",
+                                        step_id="failover", done=True) == (
+        "手順「フェイルオーバー」は実行せず、本番環境は変更していません。")
+
+
+def test_the_timeout_notice_says_what_was_done(runbook: Runbook) -> None:
+    outcome = decisions.outcome_on_timeout(runbook, kind="scenario", severity="P1", suggested="resource", done=True)
+    text = decisions.timeout_notice_text(runbook, mention=None, subject="復旧シナリオの選択（INC-1）", incident_id="INC-1",
+                                         option="resource: リソース枯渇（スケールアウト/スケールアップ）", outcome=outcome)
+    assert text.splitlines()[2] == "回答がないため既定値「リソース枯渇（スケールアウト/スケールアップ）」を適用しました。"
+    assert text.splitlines()[3].startswith("提案のシナリオ「リソース枯渇」を開始しました。")
+
+
+def test_the_approval_question_names_the_step_not_the_action(runbook: Runbook) -> None:
+    assert decisions.approval_question(runbook, scenario="deploy", step_id="rollback") == (
+        "シナリオ「デプロイ後の障害」の手順「ロールバック」を実行してよいですか。")
+    assert decisions.approval_question(runbook, scenario="deploy", step_id="rollback", consent=True).endswith(
+        "シナリオは回答のないまま開始されたため、この手順は人の承認なしには実行しません。")
+    assert decisions.approval_reasons(runbook, scenario="deploy", step_id="rollback") == [
+        "設定: ワークフロー「rollback.yml」、バージョン「1つ前（latest-1）」、待ち時間の上限「15分」"]
+    assert decisions.approval_reasons(runbook, scenario="database", step_id="failover", found="前の手順が失敗したため") == [
+        "前の手順が失敗したため"]
+    assert decisions.approval_subject(runbook, scenario="deploy", step_id="rollback", incident_id="INC-1") == (
+        "承認: デプロイ後の障害 / ロールバック（INC-1）")
+    assert decisions.scenario_subject("INC-1") == "復旧シナリオの選択（INC-1）"
+
+
+def test_a_scenario_option_reads_without_its_runbook_key(runbook: Runbook) -> None:
+    assert decisions.scenario_option_label(runbook, "deploy") == "デプロイ後の障害（ロールバックを実行）"
+    assert decisions.option_label("deploy: デプロイ後の障害（ロールバックを実行）", runbook) == "デプロイ後の障害（ロールバックを実行）"
+    assert decisions.option_label("手動対応（自動復旧なし）", runbook) == "手動対応（自動復旧なし）"
+    assert decisions.option_label("unknown: x", runbook) == "unknown: x"
+
+
+def _runbook_identifiers(runbook: Runbook) -> tuple[set[str], set[str]]:
+    actions = {step.action for plan in runbook.scenarios.values() for step in plan.steps}
+    keys = {key for plan in runbook.scenarios.values() for step in plan.steps for key in step.params}
+    return actions, keys
+
+
+def _identifiers_in(text: str, words: set[str]) -> list[str]:
+    import re
+
+    return [word for word in words if re.search(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", text)]
+
+
+def test_no_action_id_or_parameter_key_reaches_people() -> None:
+    """Every step of the real runbook: the question, its settings, the subject and what a timeout does
+    (before and after) name no action id and no YAML parameter key."""
+    from incident_ops.core.runbook import load_runbook
+
+    runbook = load_runbook()
+    actions, keys = _runbook_identifiers(runbook)
+    assert {"github_rollback", "workflow", "timeout_seconds"} <= actions | keys
+    deadline = dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC)
+    incident = {"id": "INC-1", "severity": "P1", "symptom": "ログインできない"}
+    for name, plan in runbook.scenarios.items():
+        for step in plan.steps:
+            for consent in (False, True):
+                question = decisions.approval_question(runbook, scenario=name, step_id=step.id, consent=consent)
+                reasons = decisions.approval_reasons(runbook, scenario=name, step_id=step.id)
+                subject = decisions.approval_subject(runbook, scenario=name, step_id=step.id, incident_id="INC-1")
+                outcomes = [decisions.outcome_on_timeout(runbook, kind="approval", severity=severity, scenario=name,
+                                                         step_id=step.id, done=done)
+                            for severity in ("P1", "P4") for done in (False, True)]
+                options = [decisions.Option("Approve", "承認"), decisions.Option("Reject", "却下")]
+                text, blocks = decisions.decision_message(
+                    runbook, kind="consent" if consent else "approval", incident=incident, subject=subject,
+                    question=question, options=options, values=["a", "b"], deadline=deadline, minutes=15,
+                    on_timeout=outcomes[0], reasons=reasons)
+                body = decisions.decision_body(
+                    runbook, kind="approval", incident=incident, subject=subject, question=question, options=options,
+                    deadline=deadline, minutes=15, on_timeout=outcomes[0], reasons=reasons)
+                for shown in (text, body, json.dumps(blocks[0], ensure_ascii=False), *outcomes):
+                    assert _identifiers_in(shown, actions | keys) == [], (name, step.id, shown)
+        for severity in ("P1", "P2", "P3"):
+            for done in (False, True):
+                shown = decisions.outcome_on_timeout(runbook, kind="scenario", severity=severity, suggested=name,
+                                                     done=done)
+                assert _identifiers_in(shown, actions) == [], shown
+        assert _identifiers_in(decisions.scenario_option_label(runbook, name), actions | {name}) == []
+
+
+HOSTILE_VALUE = "<!channel> <@U123> & a\nb"
+ESCAPED_VALUE = "&lt;!channel&gt; &lt;@U123&gt; &amp; a b"
+
+
+def test_every_phrase_escapes_hostile_input() -> None:
+    """Each phrase of include/templates/phrases.ja.yaml, every value hostile: escaped for Slack and on
+    one line (a newline from outside cannot start a line), never a ping."""
+    import re
+
+    from incident_ops.core import phrases
+
+    names = re.compile(r"{{\s*([a-z_]+)")
+    for key, source in phrases.phrases().items():
+        values = {name: HOSTILE_VALUE for name in names.findall(source)}
+        values.update({flag: True for flag in ("joined", "pending", "consent", "several") if flag in source})
+        text = phrases.phrase(key, **values)
+        assert "<!channel>" not in text and "<@U123>" not in text, (key, text)
+        if values and any(v == HOSTILE_VALUE for v in values.values()):
+            assert ESCAPED_VALUE in text, (key, text)
+        assert text.count("\n") == source.count("\n"), (key, text)
+        plain = phrases.phrase(key, plain=True, **values)
+        assert "&lt;" not in plain and "&amp;" not in plain  # the ledger's text is plain (escaped where shown)
+
+
+def test_a_missing_phrase_value_is_an_error() -> None:
+    import jinja2
+
+    from incident_ops.core.phrases import phrase
+
+    with pytest.raises(jinja2.UndefinedError):
+        phrase("refusal.not_allowed")
+    with pytest.raises(KeyError, match="no phrase"):
+        phrase("no.such.phrase")

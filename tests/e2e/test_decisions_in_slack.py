@@ -79,7 +79,7 @@ def test_answered_in_slack_and_acknowledged_from_pagerduty(stack: LocalStack) ->
     for task_id in ("recover.choose_scenario", "recover.database.approve_failover"):
         message = by_ts(report, ledger_posts[task_id]["ts"])
         assert not any(b.get("type") == "actions" for b in message.get("blocks") or []), message
-        assert f"{oncall['name']} さんが" in context_line(message), message
+        assert f"{oncall['name']}さんが" in context_line(message), message
     assert "「承認」を選択" in context_line(by_ts(report, ledger_posts["recover.database.approve_failover"]["ts"]))
 
     # The acknowledgement came from PagerDuty's signed webhook, mapped to the runbook's person.
@@ -108,7 +108,7 @@ def test_nobody_answers_a_p1_the_suggestion_runs_only_its_auto_step(stack: Local
     post = {e["data"]["task_id"]: e["data"] for e in events(stack, incident_id, "decision_posted")}
     choice = post["recover.choose_scenario"]
     # asked with the policy spelled out, reminded halfway in the thread, concluded at the deadline
-    assert "フォールバック有効化" in choice["text"] and "auto" in choice["text"]
+    assert "フォールバック有効化" in choice["text"] and "自動実行を許可された手順" in choice["text"]
     reminders = [m for m in dev_team if m.get("thread_ts") == choice["ts"] and "【リマインド】" in m["text"]]
     oncall = stack.sandbox_client().oncall_person()
     assert len(reminders) == 1 and f"<@{oncall['slack_user_id']}>" in reminders[0]["text"]

@@ -149,7 +149,7 @@ def as_worker(monkeypatch: pytest.MonkeyPatch, state: Path) -> None:
     monkeypatch.setenv("INCIDENT_OPS_STATE_DIR", str(state))
 
 
-@pytest.mark.parametrize("store", ["file", "s3"])
+@pytest.mark.parametrize("store", ["file", pytest.param("s3", marks=pytest.mark.server)])  # s3: a moto server
 def test_two_workers_without_a_shared_disk(store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                            request: pytest.FixtureRequest) -> None:
     if store == "s3":

@@ -276,7 +276,7 @@ def test_a_persons_answer_updates_the_message_in_place(ledger: Ledger, slack: De
     assert result == {"updated": True, "told_lead": False}
     [update] = slack.updates
     assert (update["channel"], update["ts"]) == ("C0INCIDENT", data["ts"])
-    line = "✅ 田中 太郎 さんが「承認」を選択しました（12/01 10:00）"
+    line = "✅ 田中 太郎さんが「承認」を選択しました（12/01 10:00 JST）"
     assert update["text"] == f"{data['text']}\n{line}"
     assert [b["type"] for b in update["blocks"]] == ["section", "context"]  # no buttons left
     assert update["blocks"][1]["elements"][0]["text"] == line
@@ -291,7 +291,7 @@ def test_a_timeout_updates_the_message_and_tells_the_dev_lead(ledger: Ledger, sl
                                                                                          "told_lead": True}
     [update] = slack.updates
     assert update["text"].endswith(
-        f"⏱ 回答がないまま期限になり、既定値「却下」を適用しました（12/01 10:00）\n{outcome}")
+        f"⏱ 回答がないまま期限になり、既定値「却下」を適用しました（12/01 10:00 JST）\n{outcome}")
     notice = slack.messages[-1]
     assert notice["channel"] == "C0INCIDENT" and notice["key"] == f"{incident_id}:decision_timeout:{TASK}"
     assert notice["text"].splitlines() == [

@@ -66,8 +66,8 @@ def test_a_failed_task_tells_dev_team_in_japanese(slack: RecordingSlack) -> None
     assert message["key"] == f"dag_failed:oncall_handoff:{RUN_ID}:post_handoff"
     assert message["text"].splitlines() == [
         "【DAG実行の失敗】オンコール交代通知（oncall_handoff）",
-        "タスク: post_handoff",
-        "エラー: RuntimeError: Slack is not configured: add the connection",
+        "失敗したタスク: post_handoff",
+        "内容: 処理中にエラーが発生しました: `Slack is not configured: add the connection`",
         "実行日時: 2026-12-07(月) 09:00 JST",
         f"実行ID: {RUN_ID}",
         "Airflow のログを確認し、必要なら再実行してください。",
@@ -90,8 +90,8 @@ def test_a_run_failure_without_a_task_says_why(slack: RecordingSlack) -> None:
     DagFailureNotifier()(dag_context(dag_id="incident_response_report", task_id=None, reason="timed_out"))
     [message] = slack.messages
     lines = message["text"].splitlines()
-    assert lines[:3] == ["【DAG実行の失敗】週次の障害対応レポート（incident_response_report）", "タスク: （タスクなし）",
-                         "エラー: 実行時間の上限（dagrun_timeout）を超えました"]
+    assert lines[:3] == ["【DAG実行の失敗】週次の障害対応レポート（incident_response_report）", "失敗したタスク: （タスクなし）",
+                         "内容: 実行時間の上限（dagrun_timeout）を超えました"]
     assert message["key"] == f"dag_failed:incident_response_report:{RUN_ID}:-"
 
 
@@ -106,10 +106,24 @@ def test_a_link_to_the_run_when_the_ui_address_is_known(slack: RecordingSlack, m
 
 def test_the_error_is_short_and_cannot_ping_anyone(slack: RecordingSlack) -> None:
     DagFailureNotifier()(task_context(ValueError("<!channel> " + "x" * 1000)))
-    [line] = [line for line in slack.messages[0]["text"].splitlines() if line.startswith("エラー: ")]
-    assert line.startswith("エラー: ValueError: &lt;!channel&gt; xxx") and line.endswith("…")
+    [line] = [line for line in slack.messages[0]["text"].splitlines() if line.startswith("内容: ")]
+    assert line.startswith("内容: 処理中にエラーが発生しました: `&lt;!channel&gt; xxx") and line.endswith("…`")
     assert line.count("x") < 200  # short: at most 200 characters of the error (before escaping)
     assert "<!channel>" not in slack.messages[0]["text"]
+
+
+def test_the_class_name_is_logged_not_shown(slack: RecordingSlack, capsys: pytest.CaptureFixture[str]) -> None:
+    DagFailureNotifier()(task_context(LookupError("`weekly` & <@U123>\nsecond line")))
+    text = slack.messages[0]["text"]
+    assert "LookupError" not in text and "Error" not in text
+    assert "内容: 処理中にエラーが発生しました: `'weekly' &amp; &lt;@U123&gt;`" in text.splitlines()
+    assert "second line" not in text and "<@U123>" not in text
+    assert "LookupError" in logged(capsys)
+
+
+def test_an_exception_without_a_message_is_a_sentence(slack: RecordingSlack) -> None:
+    DagFailureNotifier()(task_context(TimeoutError()))
+    assert "内容: 処理中にエラーが発生しました（詳細はログを確認してください）" in slack.messages[0]["text"].splitlines()
 
 
 def logged(capsys: pytest.CaptureFixture[str]) -> str:

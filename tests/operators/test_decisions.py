@@ -31,8 +31,15 @@ TANAKA = {"id": "U0TANAKA1", "name": "田中 太郎"}
 
 
 def option(name: str) -> str:
+    """The DAG's option (the HITL value, the button's value): keeps the scenario key."""
     scenario = RUNBOOK.scenarios[name]
     return f"{name}: {scenario.label}（{scenario.remediation}）"
+
+
+def label(name: str) -> str:
+    """What people read for it: no scenario key."""
+    scenario = RUNBOOK.scenarios[name]
+    return f"{scenario.label}（{scenario.remediation}）"
 
 
 class FakeTI:
@@ -151,6 +158,9 @@ def test_a_p1_choice_defaults_to_the_suggestion(ledger: Ledger, slack: DecisionS
         "提案のシナリオ「デプロイ後の障害」を開始します。人の回答なしで本番環境を変更する手順はありません。"
         "「ロールバック」は承認を待ちます。")
     assert [o["value"] for o in request["options"]] == operator.options
+    # The buttons say the scenario in people's words; the value keeps the key (the webhook parses it).
+    assert [o["label"] for o in request["options"]][:5] == [label(name) for name in RUNBOOK.scenarios][:5]
+    assert all(not o["label"].startswith(f"{name}:") for o in request["options"] for name in RUNBOOK.scenarios)
     assert [o["style"] for o in request["options"]] == ["primary", None, None, None, None, None]
     assert request["question"].startswith("どの復旧シナリオで対応しますか。")
     # The Airflow UI's body says the same.
@@ -191,11 +201,12 @@ def test_the_notifier_posts_the_choice_to_slack(ledger: Ledger, slack: DecisionS
     lines = post["text"].splitlines()
     assert lines[0] == f"【判断が必要です】復旧シナリオの選択（{incident_id}）"
     assert any(line.startswith("回答期限: ") and line.endswith("（10分以内）") for line in lines)
-    assert "人の回答なしで実行するのは auto の手順「スケールアウト」だけです" in post["text"]
+    assert "人の回答なしで実行するのは、自動実行を許可された手順「スケールアウト」だけです" in post["text"]
     assert lines[-1] == ("<https://airflow.example/dags/incident_response/runs/manual__r1/tasks/"
                          "recover.choose_scenario/required_actions?map_index=-1|Airflow の画面で開く>（Required Actions）")
     buttons = post["blocks"][1]["elements"]
     assert [json.loads(b["value"])["option"] for b in buttons] == operator.options
+    assert [b["text"]["text"] for b in buttons][0] == label(next(iter(RUNBOOK.scenarios)))
     assert json.loads(buttons[0]["value"])["task_id"] == "recover.choose_scenario"
     [posted] = events(ledger, incident_id, "decision_posted")
     assert posted["data"]["default"] == option("resource")
@@ -239,15 +250,17 @@ def test_a_choice_nobody_answered_starts_the_suggestion_unattended(ledger: Ledge
     assert ti.pushed == {"unattended": True}
     [chosen] = events(ledger, incident_id, "scenario_chosen")
     assert chosen["idempotency_key"] == "scenario_chosen"
-    assert chosen["message"] == f"シナリオ: {option('resource')}（回答なし: 既定値）"
+    assert chosen["message"] == f"シナリオ「{label('resource')}」を選択（回答なし: 既定値）"
     assert chosen["data"] == {"chosen": option("resource"), "by": None, "timed_out": True, "unattended": True}
     # The message says what was done, and the dev lead is told.
     [update] = slack.updates
-    assert f"既定値「{option('resource')}」を適用しました" in update["text"]
-    assert "人の回答なしで実行するのは auto の手順「スケールアウト」だけです" in update["text"]
+    assert f"既定値「{label('resource')}」を適用しました" in update["text"]
+    assert "resource:" not in update["text"] and "resource:" not in slack.messages[-1]["text"]
+    assert "人の回答なしで実行するのは、自動実行を許可された手順「スケールアウト」だけです" in update["text"]
     notice = slack.messages[-1]
     assert notice["text"].startswith(f"<@U0LEAD001> 【回答期限切れ】復旧シナリオの選択（{incident_id}）")
-    assert "提案のシナリオ「リソース枯渇」を開始します。" in notice["text"]
+    assert "提案のシナリオ「リソース枯渇」を開始しました。" in notice["text"]  # after the fact: past tense
+    assert "開始します" not in notice["text"]
 
 
 def test_a_manual_timeout_is_not_unattended(ledger: Ledger, slack: DecisionSlack, hitl: Hitl) -> None:
@@ -259,7 +272,7 @@ def test_a_manual_timeout_is_not_unattended(ledger: Ledger, slack: DecisionSlack
     assert ti.pushed == {"unattended": False}
     [chosen] = events(ledger, incident_id, "scenario_chosen")
     assert chosen["data"]["timed_out"] is True and chosen["data"]["unattended"] is False
-    assert "自動復旧は行わず、手動対応になります" in slack.messages[-1]["text"]
+    assert "自動復旧は行わず、手動対応に切り替えました" in slack.messages[-1]["text"]
 
 
 def test_a_persons_choice(ledger: Ledger, slack: DecisionSlack, hitl: Hitl) -> None:
@@ -271,11 +284,11 @@ def test_a_persons_choice(ledger: Ledger, slack: DecisionSlack, hitl: Hitl) -> N
     assert ti.pushed == {"unattended": False}
     [chosen] = events(ledger, incident_id, "scenario_chosen")
     assert chosen["actor"] == "田中 太郎"
-    assert chosen["message"] == f"シナリオ: {option('database')}（田中 太郎）"
+    assert chosen["message"] == f"シナリオ「{label('database')}」を選択（田中 太郎）"
     assert chosen["data"] == {"chosen": option("database"), "by": "田中 太郎", "timed_out": False,
                               "unattended": False}
     [update] = slack.updates
-    assert f"✅ 田中 太郎 さんが「{option('database')}」を選択しました" in update["text"]
+    assert f"✅ 田中 太郎さんが「{label('database')}」を選択しました" in update["text"]
     assert len(slack.messages) == 1  # the question only: no timeout notice
 
 
@@ -301,7 +314,7 @@ def test_an_approval_rejects_on_timeout_by_default(ledger: Ledger, slack: Decisi
     request = operator.decision_request
     assert request["kind"] == "approval" and request["default"] == "Reject"
     assert request["subject"] == f"承認: データベース問題 / フェイルオーバー（{incident_id}）"
-    assert request["question"] == "シナリオ「データベース問題」の手順「フェイルオーバー」（rds_failover）を実行してよいですか。"
+    assert request["question"] == "シナリオ「データベース問題」の手順「フェイルオーバー」を実行してよいですか。"
     assert request["on_timeout"] == "既定値「却下」: 手順「フェイルオーバー」は実行しません（本番環境は変更しません）。"
     assert [(o["value"], o["label"]) for o in request["options"]] == [("Approve", "承認"), ("Reject", "却下")]
     assert len(slack.messages) == 1
@@ -318,7 +331,7 @@ def test_an_approvals_default_follows_on_timeout_per_severity(ledger: Ledger, sl
     operator.execute({"ti": gate_ti("failover", "database", False), "task": operator})
     assert operator.defaults == [default] and hitl.waited[0]["defaults"] == [default]
     assert operator.decision_request["on_timeout"].startswith(
-        "既定値「承認」: 手順「フェイルオーバー」を実行します（auto: レプリカへの切り替えだけのため）。"
+        "既定値「承認」: 手順「フェイルオーバー」を実行します（自動実行を許可された手順: レプリカへの切り替えだけのため）。"
         if default == "Approve" else "既定値「却下」")
 
 
@@ -336,7 +349,7 @@ def test_an_approval_approved_on_timeout(ledger: Ledger, slack: DecisionSlack, h
     assert approval["message"] == "手順「フェイルオーバー」を承認（回答なし: 既定値）"
     assert approval["data"] == {"step": "failover", "scenario": "database", "chosen": "Approve", "by": None,
                                 "timed_out": True}
-    assert "既定値「承認」: 手順「フェイルオーバー」を実行します" in slack.messages[-1]["text"]
+    assert "手順「フェイルオーバー」の実行に進みました" in slack.messages[-1]["text"]
 
 
 def test_a_rejection_by_timeout_is_recorded_and_reported(ledger: Ledger, slack: DecisionSlack, hitl: Hitl) -> None:
@@ -363,7 +376,7 @@ def test_a_persons_approval(ledger: Ledger, slack: DecisionSlack, hitl: Hitl) ->
     assert result["approved_by"] == "田中 太郎"
     [approval] = events(ledger, incident_id, "approval")
     assert (approval["actor"], approval["message"]) == ("田中 太郎", "手順「フェイルオーバー」を承認（田中 太郎）")
-    assert "✅ 田中 太郎 さんが「承認」を選択しました" in slack.updates[0]["text"]
+    assert "✅ 田中 太郎さんが「承認」を選択しました" in slack.updates[0]["text"]
     assert len(slack.messages) == 1
 
 
@@ -383,7 +396,7 @@ def test_consent_is_given_by_whoever_chose_the_scenario(ledger: Ledger, slack: D
     assert hitl.waited == [] and slack.messages == []  # nobody is asked
     [approval] = events(ledger, incident_id, "approval")
     assert approval["idempotency_key"] == "approval:rollback" and approval["actor"] == "田中 太郎"
-    assert approval["message"] == "手順「ロールバック」: シナリオを選んだ 田中 太郎 の判断で実行"
+    assert approval["message"] == "手順「ロールバック」を実行（シナリオを選んだ田中 太郎の判断）"
     assert approval["data"] == {"step": "rollback", "scenario": "deploy", "chosen": "Approve", "by": "田中 太郎",
                                 "consent": True}
     assert narrative.event_sentence(RUNBOOK, approval) == "手順「ロールバック」を承認（シナリオを選んだ 田中 太郎 の判断）"
@@ -407,10 +420,10 @@ def test_consent_is_asked_when_nobody_chose_the_scenario(ledger: Ledger, slack: 
     request = operator.decision_request
     assert request["kind"] == "consent" and request["default"] == "Reject"
     assert request["question"] == (
-        "シナリオ「デプロイ後の障害」の手順「ロールバック」（github_rollback）を実行してよいですか。"
+        "シナリオ「デプロイ後の障害」の手順「ロールバック」を実行してよいですか。"
         "シナリオは回答のないまま開始されたため、この手順は人の承認なしには実行しません。")
     assert request["on_timeout"] == "既定値「却下」: 手順「ロールバック」は実行しません（本番環境は変更しません）。"
-    assert "パラメータ: workflow=rollback.yml、version=latest-1、timeout_seconds=900" in request["reasons"]
+    assert "設定: ワークフロー「rollback.yml」、バージョン「1つ前（latest-1）」、待ち時間の上限「15分」" in request["reasons"]
     assert events(ledger, incident_id, "approval") == []
     [post] = slack.messages
     assert post["text"].startswith(f"【判断が必要です】承認: デプロイ後の障害 / ロールバック（{incident_id}）")
@@ -440,7 +453,7 @@ def test_the_reason_of_a_conditional_step_is_shown(ledger: Ledger, slack: Decisi
     ti = FakeTI("recover.database.approve_restore",
                 {("recover.database.when_restore", None): {"reason": "フェイルオーバー後も異常が続いています"}})
     operator.execute({"ti": ti, "task": operator})
-    assert operator.decision_request["reasons"] == ["フェイルオーバー後も異常が続いています", "パラメータ: snapshot=latest"]
+    assert operator.decision_request["reasons"] == ["フェイルオーバー後も異常が続いています", "設定: スナップショット「最新」"]
     assert "- フェイルオーバー後も異常が続いています" in operator.body
 
 

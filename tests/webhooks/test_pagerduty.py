@@ -52,7 +52,7 @@ def test_an_acknowledgement_is_recorded_at_once_and_the_flow_finds_it(make_respo
     found = flows.acknowledgement({"id": incident, "environment": "production"})
     assert found is not None and found["by"] == "田中 太郎" and found["source"] == "ledger"
     assert [e["actor"] for e in h.events(incident, "acknowledged")] == ["田中 太郎"]
-    assert [e["message"] for e in h.events(incident, "pagerduty_acknowledged")] == ["対応開始 (PagerDuty): 田中 太郎"]
+    assert [e["message"] for e in h.events(incident, "pagerduty_acknowledged")] == ["PagerDuty で田中 太郎さんが対応を開始しました"]
 
 
 @pytest.mark.parametrize(("agent", "who"), [

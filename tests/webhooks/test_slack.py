@@ -125,7 +125,7 @@ def test_a_user_outside_the_runbook_is_refused(make_responders) -> None:
     h.idle()
     assert h.hitl.calls == [] and h.slack.updates == []
     [text] = h.slack.told("U0STRANGER")
-    assert "Runbook の担当者に登録されていない" in text
+    assert "障害対応の担当者として登録されていない" in text
     refusal = [e for e in h.audit() if e.get("phase") == "work"][-1]
     assert refusal["outcome"] == "refused" and refusal["error"] == "unknown_user"
 
@@ -137,7 +137,7 @@ def test_a_person_the_runbook_does_not_allow_is_refused(make_responders, runbook
     h.click(value, user="U0TANAKA1")
     h.idle()
     assert h.hitl.calls == []
-    assert "田中 太郎さんはこの判断に回答できません" in h.slack.told("U0TANAKA1")[0]
+    assert "田中 太郎さんはこの判断に回答できる担当者に含まれていません" in h.slack.told("U0TANAKA1")[0]
     assert [e for e in h.audit() if e.get("phase") == "work"][-1]["error"] == "not_allowed"
     h.click(value, user="U0LEAD001", action_ts="2")  # the dev lead may
     h.idle()
@@ -169,7 +169,7 @@ def test_an_answer_given_in_the_airflow_ui_first_is_already_answered(make_respon
     assert "すでに回答済み" in h.slack.told("U0TANAKA1")[0]
 
 
-@pytest.mark.parametrize(("error", "fragment"), [("expired", "期限切れ"), ("not_waiting", "まだ回答を待つ状態"),
+@pytest.mark.parametrize(("error", "fragment"), [("expired", "回答期限を過ぎています"), ("not_waiting", "まだ回答を受け付ける準備ができていません"),
                                                  ("not_found", "見つかりません"), ("forbidden", "割り当てられていない")])
 def test_airflow_refusals_are_told_to_the_person(make_responders, error: str, fragment: str) -> None:
     h: ResponderHarness = make_responders()
@@ -188,7 +188,7 @@ def test_a_click_after_the_deadline_is_refused_as_expired(make_responders) -> No
     value = h.post_decision(incident, deadline=NOW - dt.timedelta(seconds=1))
     h.click(value)
     h.idle()
-    assert h.hitl.calls == [] and "期限切れ" in h.slack.told("U0TANAKA1")[0]
+    assert h.hitl.calls == [] and "回答期限を過ぎています" in h.slack.told("U0TANAKA1")[0]
 
 
 def test_a_button_of_another_run_or_an_unknown_option_is_refused(make_responders) -> None:
@@ -284,13 +284,22 @@ def test_the_slash_command_declares_through_the_intake_and_a_second_joins(make_r
     assert run_id == f"incident__{incident_id}" and conf["symptom"] == "ログインできない"
     assert conf["reporter"] == "田中 太郎（Slack）"
     record = h.ledger.get(incident_id)
-    assert incident_id in answer["text"] and f"レベル {record['severity']}" in answer["text"]
+    assert incident_id in answer["text"] and f"（{record['severity']}）" in answer["text"]
     assert "#incident-20261128" in answer["text"]  # the JST date of detection (00:30 JST on the 28th)
     second = h.command("ログインできない", user="U0YAMADA1")
     assert second.status_code == 200 and incident_id in second.json()["text"] and "合流" in second.json()["text"]
     assert len(h.trigger.runs_of("incident_response")) == 1
     assert h.ledger.get(incident_id)["occurrences"] == 2
     assert [e.get("status") for e in h.audit()] == ["new", "joined"]
+
+
+def test_the_slash_commands_reply_is_the_catalogues_with_the_symptom_escaped(make_responders) -> None:
+    h: ResponderHarness = make_responders()
+    answer = h.command("<!channel> & <@U123>\nログインできない").json()
+    lines = answer["text"].splitlines()
+    assert lines[0].startswith("インシデントを宣言しました: *INC-") and len(lines) == 3
+    assert lines[1] == "症状: &lt;!channel&gt; &amp; &lt;@U123&gt; ログインできない"
+    assert "<!channel>" not in answer["text"] and "<@U123>" not in answer["text"]
 
 
 def test_the_slash_command_names_the_channel_the_dag_opened(make_responders) -> None:
@@ -305,7 +314,7 @@ def test_the_slash_command_without_a_symptom_answers_the_usage(make_responders, 
     h: ResponderHarness = make_responders()
     response = h.command(text)
     assert response.status_code == 200
-    assert response.json()["response_type"] == "ephemeral" and "/incident <症状>" in response.json()["text"]
+    assert response.json()["response_type"] == "ephemeral" and "/incident 症状" in response.json()["text"]
     assert h.trigger.calls == []
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from incident_ops.core.messages import Trusted, format_time_jst, render, slack_escape
+from incident_ops.core.phrases import params_text, phrase, step_name
 from incident_ops.core.runbook import Runbook, Scenario, Step, timeout_policy
 
 __all__ = [
@@ -36,6 +37,9 @@ __all__ = [
     "acknowledge_blocks",
     "answered_blocks",
     "approval_on_timeout",
+    "approval_question",
+    "approval_reasons",
+    "approval_subject",
     "button_value",
     "choice_on_timeout",
     "decision_body",
@@ -43,6 +47,9 @@ __all__ = [
     "option_label",
     "outcome_on_timeout",
     "reminder_text",
+    "scenario_option_label",
+    "scenario_question",
+    "scenario_subject",
     "timeout_notice_text",
     "unattended_steps",
 ]
@@ -91,38 +98,87 @@ def unattended_steps(scenario: Scenario) -> tuple[list[Step], list[Step]]:
 
 
 def _step_names(steps: Sequence[Step]) -> str:
-    return "、".join(f"「{s.title}」" for s in steps)
+    return "、".join(f"「{step_name(s)}」" for s in steps)
 
 
 def outcome_on_timeout(runbook: Runbook, *, kind: Kind, severity: str, suggested: str | None = None,
-                       scenario: str | None = None, step_id: str | None = None) -> str:
-    """What happens at the deadline, in one Japanese paragraph (the decision message says it)."""
+                       scenario: str | None = None, step_id: str | None = None, done: bool = False) -> str:
+    """What happens at the deadline, in one Japanese paragraph (plain text: the templates escape it).
+    `done=False`: what the question says will happen; `done=True`: what was done, once the deadline
+    passed (the answered message and the dev lead's notice)."""
+    suffix = "_done" if done else ""
     if kind == "scenario":
         if choice_on_timeout(runbook, severity, suggested) == MANUAL:
-            return "自動復旧は行わず、手動対応になります（人が判断するまで本番環境は変更しません）。"
+            return phrase(f"timeout.manual{suffix}", plain=True)
         plan = runbook.scenarios[suggested]  # type: ignore[index]
         runs, asks = unattended_steps(plan)
         auto = [s for s in runs if s.auto]
-        text = f"提案のシナリオ「{plan.label}」を開始します。"
+        text = phrase(f"timeout.suggested{suffix}", plain=True, scenario=plan.label)
         if auto:
-            reasons = " ".join(f"「{s.title}」: {s.auto_reason}" for s in auto)
-            text += f"人の回答なしで実行するのは auto の手順{_step_names(auto)}だけです（{reasons}）。"
+            reasons = " ".join(phrase("timeout.auto_reason", plain=True, step=step_name(s), reason=s.auto_reason or "")
+                               for s in auto)
+            text += phrase("timeout.auto_steps", plain=True, steps=_step_names(auto), reasons=reasons)
         else:
-            text += "人の回答なしで本番環境を変更する手順はありません。"
+            text += phrase("timeout.no_auto_steps", plain=True)
         if asks:
-            text += f"{_step_names(asks)}は{'それぞれ' if len(asks) > 1 else ''}承認を待ちます。"
+            text += phrase("timeout.asks", plain=True, steps=_step_names(asks), several=len(asks) > 1)
         return text
     if not scenario or not step_id:
         raise ValueError("an approval's outcome needs its scenario and step")
     step = runbook.scenario(scenario).step(step_id)
     if approval_on_timeout(runbook, scenario, step_id, severity) == "approve":
-        return f"既定値「承認」: 手順「{step.title}」を実行します（auto: {step.auto_reason}）。"
-    return f"既定値「却下」: 手順「{step.title}」は実行しません（本番環境は変更しません）。"
+        return phrase(f"timeout.approve{suffix}", plain=True, step=step_name(step), reason=step.auto_reason or "")
+    return phrase(f"timeout.reject{suffix}", plain=True, step=step_name(step))
 
 
-def option_label(option: str) -> str:
-    """What a person reads for a HITL option (承認/却下 for the approval's fixed English options)."""
-    return {APPROVE: "承認", REJECT: "却下"}.get(option, option)
+def scenario_option_label(runbook: Runbook, name: str) -> str:
+    """A scenario as a button says it: its label and remediation (no runbook key)."""
+    plan = runbook.scenario(name)
+    return phrase("decision.scenario_option", plain=True, label=plan.label, remediation=plan.remediation)
+
+
+def option_label(option: str, runbook: Runbook | None = None) -> str:
+    """What a person reads for a HITL option: 承認/却下 for the approval's fixed English options; a
+    scenario option (`deploy: デプロイ後の障害（…）`, the DAG's value) without its runbook key."""
+    if option in (APPROVE, REJECT):
+        return {APPROVE: "承認", REJECT: "却下"}[option]
+    if runbook is not None:
+        key, sep, _ = option.partition(":")
+        if sep and key.strip() in runbook.scenarios:
+            return scenario_option_label(runbook, key.strip())
+    return option
+
+
+def scenario_question() -> str:
+    """The scenario choice's question."""
+    return phrase("decision.scenario_question", plain=True)
+
+
+def scenario_subject(incident_id: str) -> str:
+    return phrase("decision.scenario_subject", plain=True, incident_id=incident_id)
+
+
+def approval_subject(runbook: Runbook, *, scenario: str, step_id: str, incident_id: str) -> str:
+    plan = runbook.scenario(scenario)
+    return phrase("decision.approval_subject", plain=True, scenario=plan.label, step=step_name(plan.step(step_id)),
+                  incident_id=incident_id)
+
+
+def approval_question(runbook: Runbook, *, scenario: str, step_id: str, consent: bool = False) -> str:
+    """The approval's question: the scenario and the step by their people names (no action id)."""
+    plan = runbook.scenario(scenario)
+    return phrase("decision.approval_question", plain=True, scenario=plan.label, step=step_name(plan.step(step_id)),
+                  consent=consent)
+
+
+def approval_reasons(runbook: Runbook, *, scenario: str, step_id: str, found: str | None = None) -> list[str]:
+    """The lines under the approval's question: why the step is asked (from the run), and its
+    settings in people's words (`設定: ワークフロー「rollback.yml」、…`, no YAML keys)."""
+    reasons = [str(found)] if found else []
+    settings = params_text(runbook.scenario(scenario).step(step_id).params, plain=True)
+    if settings:
+        reasons.append(settings)
+    return reasons
 
 
 def button_value(*, incident_id: str, dag_id: str, run_id: str, task_id: str, map_index: int,
@@ -197,12 +253,13 @@ def answered_blocks(runbook: Runbook, text: str, *, by: str | None, option: str,
                     note: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The decision message once answered: the question stays, the buttons become who chose what."""
     when = f"{at.astimezone(runbook.tz).strftime('%m/%d')} {format_time_jst(at, runbook.tz)}"
+    label = option_label(option, runbook)
     if by:
-        line = f"✅ {slack_escape(by)} さんが「{slack_escape(option_label(option))}」を選択しました（{when}）"
+        line = phrase("decision.answered", by=by, option=label, at=when)
     else:
-        line = f"⏱ 回答がないまま期限になり、既定値「{slack_escape(option_label(option))}」を適用しました（{when}）"
+        line = phrase("decision.defaulted", option=label, at=when)
     if note:
-        line += f"\n{slack_escape(note)}"
+        line += f"\n{slack_escape(' '.join(str(note).split()))}"
     blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": line}]},
@@ -234,4 +291,4 @@ def timeout_notice_text(runbook: Runbook, *, mention: str | None, subject: str, 
                         option: str, outcome: str) -> str:
     """At the deadline, nobody answered: the dev lead is told what was done."""
     return render("decision_timeout.txt.j2", to=Trusted(mention) if mention else None, subject=subject,
-                  incident_id=incident_id, option=option_label(option), outcome=outcome).rstrip("\n")
+                  incident_id=incident_id, option=option_label(option, runbook), outcome=outcome).rstrip("\n")

@@ -7,8 +7,9 @@ failed without its task's callback, e.g. a killed worker). Both use the Slack id
 `dag_failed:<dag_id>:<run_id>:<task_id>`, so whichever comes second posts nothing.
 
 The text is `incident_ops.core.safety_nets.failure_notice` (template `dag_failure.txt.j2`): the DAG
-in the team's words, the task, the error (short), the run's logical time in JST, and a link to the
-run when `[api] base_url` is configured. Notifying never raises: a broken Slack must not hide the
+in the team's words, the task, what went wrong in Japanese with the exception's message as code (its
+class name goes to the log only, `error_text`), the run's logical time in JST, and a link to the run
+when `[api] base_url` is configured. Notifying never raises: a broken Slack must not hide the
 failure it reports (it is logged instead).
 """
 
@@ -19,9 +20,10 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-__all__ = ["DagFailureNotifier", "airflow_base_url", "failure_facts"]
+__all__ = ["DagFailureNotifier", "airflow_base_url", "error_text", "failure_facts"]
 
 DEFAULT_ENVIRONMENT = "production"
+_MESSAGE_MAX = 150
 
 
 def airflow_base_url() -> str | None:
@@ -55,6 +57,20 @@ def failure_facts(context: Any) -> dict[str, Any]:
     }
 
 
+def error_text(error: Any) -> Any:
+    """What people read about the exception: a Japanese sentence, its message's first line as code
+    (no class name: that is for the log). Anything but an exception is returned as it is."""
+    if not isinstance(error, BaseException):
+        return error
+    lines = str(error).strip().splitlines()
+    message = " ".join(lines[0].split()).replace("`", "'") if lines else ""
+    if not message:
+        return "処理中にエラーが発生しました（詳細はログを確認してください）"
+    if len(message) > _MESSAGE_MAX:
+        message = message[: _MESSAGE_MAX - 1] + "…"
+    return f"処理中にエラーが発生しました: `{message}`"
+
+
 class DagFailureNotifier(BaseNotifier):
     """on_failure_callback (task or DAG): the 【DAG実行の失敗】 notice in #dev-team. Never raises."""
 
@@ -76,9 +92,12 @@ class DagFailureNotifier(BaseNotifier):
         from incident_ops.flows import incident as incident_flow
 
         facts = failure_facts(context)
+        error = facts["error"]
+        if isinstance(error, BaseException):
+            self.log.error("%s.%s failed with %s: %s", facts["dag_id"], facts["task_id"], type(error).__name__, error)
         runbook = incident_flow.load()
         text = safety_nets.failure_notice(
-            dag_id=facts["dag_id"], run_id=facts["run_id"], task_id=facts["task_id"], error=facts["error"],
+            dag_id=facts["dag_id"], run_id=facts["run_id"], task_id=facts["task_id"], error=error_text(error),
             logical_time=facts["logical_time"], reason=facts["reason"], tz=runbook.tz,
             url=safety_nets.run_url(airflow_base_url(), facts["dag_id"], facts["run_id"]),
         )

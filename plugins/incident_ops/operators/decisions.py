@@ -121,6 +121,13 @@ class ScenarioChoiceOperator(_Announced, HITLBranchOperator):
     def _scenario_of(self, option: str) -> str | None:
         return next((name for name, value in self.option_for_scenario.items() if value == option), None)
 
+    def _label(self, runbook: Any, option: str) -> str:
+        """What the button says: a scenario's label and remediation (no runbook key), else the option."""
+        from incident_ops.core import decisions
+
+        scenario = self._scenario_of(option)
+        return decisions.scenario_option_label(runbook, scenario) if scenario else option
+
     def execute(self, context: Any) -> Any:
         from incident_ops.core import decisions
 
@@ -132,14 +139,15 @@ class ScenarioChoiceOperator(_Announced, HITLBranchOperator):
         self.defaults = [self.option_for_scenario[suggested] if policy == "suggested" else self.manual_option]
         outcome = decisions.outcome_on_timeout(runbook, kind="scenario", severity=incident["severity"],
                                                suggested=suggested)
-        options = [{"value": option, "label": option,
+        # The value stays the DAG's option (the buttons answer with it); the label is people's words.
+        options = [{"value": option, "label": self._label(runbook, option),
                     "style": "primary" if suggested and option == self.option_for_scenario[suggested] else None}
                    for option in self.options]
         suggestion = runbook.scenarios[suggested].label if suggested else None
-        question = "どの復旧シナリオで対応しますか。選んだシナリオの手順は、承認の必要な手順を除いてそのまま実行されます。"
+        question = decisions.scenario_question()
         minutes = (self.response_timeout or dt.timedelta(0)).total_seconds() / 60
         deadline = dt.datetime.now(dt.UTC) + (self.response_timeout or dt.timedelta(0))
-        self.subject = f"復旧シナリオの選択（{incident['id']}）"
+        self.subject = decisions.scenario_subject(incident["id"])
         self.body = decisions.decision_body(
             runbook, kind="scenario", incident=incident, subject=self.subject, question=question,
             options=[decisions.Option(o["value"], o["label"]) for o in options], deadline=deadline, minutes=minutes,
@@ -152,23 +160,25 @@ class ScenarioChoiceOperator(_Announced, HITLBranchOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from incident_ops.core import decisions
+        from incident_ops.core.phrases import phrase
 
         chosen = (event.get("chosen_options") or ["?"])[0]
         who = _responder(event)
         unattended = who is None and chosen != self.manual_option
-        _record(self.incident_id, "scenario_chosen",
-                f"シナリオ: {chosen}" + (f"（{who}）" if who else "（回答なし: 既定値）"),
+        runbook = _runbook()
+        label = self._label(runbook, chosen)
+        _record(self.incident_id, "scenario_chosen", phrase("event.scenario_chosen", plain=True, scenario=label, by=who),
                 who, {"chosen": chosen, "by": who, "timed_out": who is None, "unattended": unattended},
                 "scenario_chosen")
         # The steps read this: a scenario nobody chose asks before each step that is not `auto`.
         context["ti"].xcom_push(key=UNATTENDED_KEY, value=unattended)
         scenario = self._scenario_of(chosen)
         if who is not None:
-            outcome = f"シナリオ「{chosen}」で対応します。"
+            outcome = phrase("decision.chosen_scenario", plain=True, scenario=label)
         else:
             incident = _incident(self.incident_id)
-            outcome = decisions.outcome_on_timeout(_runbook(), kind="scenario", severity=incident["severity"],
-                                                   suggested=scenario)
+            outcome = decisions.outcome_on_timeout(runbook, kind="scenario", severity=incident["severity"],
+                                                   suggested=scenario, done=True)
         self._conclude(context["ti"].task_id, option=chosen, by=who, outcome=outcome)
         return super().execute_complete(context, event)
 
@@ -214,6 +224,7 @@ class StepApprovalOperator(_Announced, ApprovalOperator):
 
     def execute(self, context: Any) -> Any:
         from incident_ops.core import decisions
+        from incident_ops.core.phrases import phrase, step_name
 
         if rendered_flag(self.check_mode):
             self.log.info("check mode: no approval needed, nothing will change")
@@ -224,7 +235,7 @@ class StepApprovalOperator(_Announced, ApprovalOperator):
             chosen_by = self._chosen_by(context)
             if chosen_by is not None:
                 _record(self.incident_id, "approval",
-                        f"手順「{step.title}」: シナリオを選んだ {chosen_by} の判断で実行", chosen_by,
+                        phrase("event.step_consented", plain=True, step=step_name(step), by=chosen_by), chosen_by,
                         {"step": self.step_id, "scenario": self.scenario, "chosen": self.APPROVE, "by": chosen_by,
                          "consent": True},
                         f"approval:{self.step_id}")
@@ -234,22 +245,17 @@ class StepApprovalOperator(_Announced, ApprovalOperator):
         self.defaults = [self.APPROVE if policy == "approve" else self.REJECT]
         outcome = decisions.outcome_on_timeout(runbook, kind="approval", severity=incident["severity"],
                                                scenario=self.scenario, step_id=self.step_id)
-        plan = runbook.scenario(self.scenario)
-        question = f"シナリオ「{plan.label}」の手順「{step.title}」（{step.action}）を実行してよいですか。"
-        if self.consent_only:
-            question += "シナリオは回答のないまま開始されたため、この手順は人の承認なしには実行しません。"
-        reasons = []
-        if self.reason_task_id:
-            found = context["ti"].xcom_pull(task_ids=self.reason_task_id) or {}
-            if found.get("reason"):
-                reasons.append(str(found["reason"]))
-        if step.params:
-            reasons.append("パラメータ: " + "、".join(f"{k}={v}" for k, v in step.params.items()))
-        options = [{"value": self.APPROVE, "label": "承認", "style": "primary"},
-                   {"value": self.REJECT, "label": "却下", "style": "danger"}]
+        question = decisions.approval_question(runbook, scenario=self.scenario, step_id=self.step_id,
+                                               consent=self.consent_only)
+        found = (context["ti"].xcom_pull(task_ids=self.reason_task_id) or {}) if self.reason_task_id else {}
+        reasons = decisions.approval_reasons(runbook, scenario=self.scenario, step_id=self.step_id,
+                                             found=found.get("reason"))
+        options = [{"value": self.APPROVE, "label": decisions.option_label(self.APPROVE), "style": "primary"},
+                   {"value": self.REJECT, "label": decisions.option_label(self.REJECT), "style": "danger"}]
         minutes = (self.response_timeout or dt.timedelta(0)).total_seconds() / 60
         deadline = dt.datetime.now(dt.UTC) + (self.response_timeout or dt.timedelta(0))
-        self.subject = f"承認: {plan.label} / {step.title}（{incident['id']}）"
+        self.subject = decisions.approval_subject(runbook, scenario=self.scenario, step_id=self.step_id,
+                                                  incident_id=incident["id"])
         self.body = decisions.decision_body(
             runbook, kind="consent" if self.consent_only else "approval", incident=incident, subject=self.subject,
             question=question, options=[decisions.Option(o["value"], o["label"]) for o in options],
@@ -262,23 +268,24 @@ class StepApprovalOperator(_Announced, ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from incident_ops.core import decisions
+        from incident_ops.core.phrases import phrase, step_name
 
         chosen = (event.get("chosen_options") or [self.REJECT])[0]
         who = _responder(event)
         runbook = _runbook()
-        title = runbook.scenario(self.scenario).step(self.step_id).title
-        word = "承認" if chosen == self.APPROVE else "却下"
-        _record(self.incident_id, "approval",
-                f"手順「{title}」を{word}" + (f"（{who}）" if who else "（回答なし: 既定値）"),
+        title = step_name(runbook.scenario(self.scenario).step(self.step_id))
+        word = decisions.option_label(self.APPROVE if chosen == self.APPROVE else self.REJECT)
+        _record(self.incident_id, "approval", phrase("event.step_answered", plain=True, step=title, word=word, by=who),
                 who, {"step": self.step_id, "scenario": self.scenario, "chosen": chosen, "by": who,
                      "timed_out": who is None},
                 f"approval:{self.step_id}")
         if who is not None:
-            outcome = f"手順「{title}」を{'実行します' if chosen == self.APPROVE else '実行しません'}。"
+            outcome = phrase("decision.step_approved" if chosen == self.APPROVE else "decision.step_rejected",
+                             plain=True, step=title)
         else:
             incident = _incident(self.incident_id)
             outcome = decisions.outcome_on_timeout(runbook, kind="approval", severity=incident["severity"],
-                                                   scenario=self.scenario, step_id=self.step_id)
+                                                   scenario=self.scenario, step_id=self.step_id, done=True)
         self._conclude(context["ti"].task_id, option=chosen, by=who, outcome=outcome)
         result = super().execute_complete(context, event)
         return {**dict(result), "approved_by": who or "timeout-default"} if chosen == self.APPROVE else result

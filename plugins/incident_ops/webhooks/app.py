@@ -81,8 +81,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from incident_ops.core import responders
+from incident_ops.core.decisions import option_label
 from incident_ops.core.ledger import IncidentNotFound, Ledger
-from incident_ops.core.messages import channel_name, slack_escape
+from incident_ops.core.messages import Trusted, channel_name
+from incident_ops.core.phrases import phrase
 from incident_ops.core.runbook import Runbook
 from incident_ops.webhooks import hmac_auth, pagerduty, slack, sns
 from incident_ops.webhooks.airflow_bridge import HitlAnswerError
@@ -614,20 +616,32 @@ class WebhookServices:
                 return event
         return None
 
+    def _clicked_by(self, click: slack.Click, incident_id: str | None) -> tuple[dict[str, Any], str | None, Any] | None:
+        """What every button checks first: the incident exists and the Slack user is a runbook
+        person. (record, environment, person), or None when the click was refused (and told)."""
+        if incident_id is None:
+            self._refuse(click, None, "invalid")
+            return None
+        try:
+            record = self.intake.ledger.get(incident_id)
+        except IncidentNotFound:
+            self._refuse(click, None, "unknown_incident")
+            return None
+        environment = record.get("environment")
+        person = responders.by_slack_user(self.intake.runbook, click.user_id)
+        if person is None:
+            self._refuse(click, environment, "unknown_user")
+            return None
+        return record, environment, person
+
     def _decide(self, click: slack.Click, now: dt.datetime) -> None:
         intake = self.intake
         ledger = intake.ledger
         decision = slack.decision_of(click)
-        if decision is None:
-            return self._refuse(click, None, "invalid")
-        try:
-            record = ledger.get(decision.incident_id)
-        except IncidentNotFound:
-            return self._refuse(click, None, "unknown_incident")
-        environment = record.get("environment")
-        person = responders.by_slack_user(intake.runbook, click.user_id)
-        if person is None:
-            return self._refuse(click, environment, "unknown_user")
+        checked = self._clicked_by(click, decision.incident_id if decision is not None else None)
+        if decision is None or checked is None:
+            return None
+        _, environment, person = checked
         if not person.allowed:
             return self._refuse(click, environment, "not_allowed", person, name=person.name)
         events = ledger.events(decision.incident_id)
@@ -653,8 +667,9 @@ class WebhookServices:
         with self._decision_lock(decision):
             answered = self._event(ledger, decision.incident_id, answered_key)
             if answered is not None:
+                option = (answered.get("data") or {}).get("option") or ""
                 return self._refuse(click, environment, "answered_by", person, by=answered.get("actor") or "",
-                                    option=((answered.get("data") or {}).get("option") or ""))
+                                    option=option_label(str(option), intake.runbook))
             try:
                 (self.hitl or _airflow_hitl)(decision.dag_id, decision.run_id, decision.task_id, decision.map_index,
                                              decision.option, f"slack:{click.user_id}", person.name)
@@ -664,10 +679,13 @@ class WebhookServices:
                 log.exception("applying %s to %s failed", decision.option, decision.task_id)
                 return self._refuse(click, environment, "failed", person)
             at = self.clock()
-            label = click.label or decision.option
+            # People's words for the option (承認, a scenario's label), else what the button said.
+            label = option_label(decision.option, intake.runbook)
+            if label == decision.option:
+                label = click.label or decision.option
             ledger.record_event(
                 decision.incident_id, at=at, kind="decision_answered", actor=person.name,
-                message=f"{person.name}が「{decision.option}」を選びました（Slack）",
+                message=phrase("event.decision_answered", plain=True, name=person.name, option=label),
                 data={"task_id": decision.task_id, "option": decision.option, "slack_user_id": click.user_id,
                       "person": person.id, "dag_id": decision.dag_id, "run_id": decision.run_id,
                       "map_index": decision.map_index, "via": "slack"},
@@ -678,7 +696,8 @@ class WebhookServices:
         if client is not None and channel and ts:
             try:
                 blocks = slack.answered_blocks(click.message_blocks, click.message_text, person.name, label, at)
-                client.update(channel, ts, f"{click.message_text[:2000]}\n{person.name}が「{label}」を選びました", blocks)
+                answered = phrase("decision.answered_short", name=person.name, option=label)
+                client.update(channel, ts, f"{click.message_text[:2000]}\n{answered}", blocks)
                 updated = True
             except Exception:  # noqa: BLE001 - the answer stands; the message keeps its buttons
                 log.exception("chat.update of %s %s failed", channel, ts)
@@ -695,16 +714,10 @@ class WebhookServices:
 
     def _acknowledge_click(self, click: slack.Click, now: dt.datetime) -> None:
         intake = self.intake
-        if click.incident_id is None:
-            return self._refuse(click, None, "invalid")
-        try:
-            record = intake.ledger.get(click.incident_id)
-        except IncidentNotFound:
-            return self._refuse(click, None, "unknown_incident")
-        environment = record.get("environment")
-        person = responders.by_slack_user(intake.runbook, click.user_id)
-        if person is None:
-            return self._refuse(click, environment, "unknown_user")
+        checked = self._clicked_by(click, click.incident_id)
+        if checked is None or click.incident_id is None:
+            return None
+        record, environment, person = checked
         if record.get("acknowledged_at"):
             return self._refuse(click, environment, "acknowledged_by", person, by=record.get("acknowledged_by") or "",
                                 at=slack.jst(record["acknowledged_at"]))
@@ -720,16 +733,17 @@ class WebhookServices:
                                 by=result.get("acknowledged_by") or record.get("acknowledged_by") or "",
                                 at=slack.jst(at) if at else "")
         self._tell(environment, click.channel_id, click.user_id,
-                   f"対応開始を記録しました（{slack_escape(person.name)}・{slack.jst(self.clock())} JST）。")
+                   phrase("acknowledge.recorded", name=person.name, at=slack.jst(self.clock())))
         self._work_audit("slack", action="acknowledge", slack_user=click.user_id, person=person.id,
                          incident_id=click.incident_id, outcome="acknowledged")
 
     async def slash_async(self, command: slack.SlashCommand, digest: str, note: dict[str, Any]) -> dict[str, Any]:
         if command.command != slack.COMMAND:
-            return {"response_type": "ephemeral", "text": f"{slack_escape(command.command)} には対応していません。{slack.USAGE}",
+            return {"response_type": "ephemeral",
+                    "text": phrase("command.unsupported", command=command.command, usage=Trusted(slack.usage())),
                     "_audit": {"status": "ignored"}}
         if not command.text or len(command.text) > slack.MAX_SYMPTOM:
-            return {"response_type": "ephemeral", "text": slack.USAGE, "_audit": {"status": "usage"}}
+            return {"response_type": "ephemeral", "text": slack.usage(), "_audit": {"status": "usage"}}
         job = _SlashJob()
         future = self.submit(self.slash_work, command, digest, job)
         try:
@@ -739,25 +753,22 @@ class WebhookServices:
                 if job.result is not None:
                     return job.result
                 job.late = True
-            return {"response_type": "ephemeral",
-                    "text": "受け付けました。インシデントの宣言結果はこのあとお知らせします。",
-                    "_audit": {"status": "accepted"}}
+            return {"response_type": "ephemeral", "text": phrase("command.accepted"), "_audit": {"status": "accepted"}}
 
     def slash_work(self, command: slack.SlashCommand, digest: str, job: _SlashJob) -> dict[str, Any]:
         try:
             reply = self._declare(command, digest)
         except IntakeError as exc:
-            reply = {"response_type": "ephemeral", "text": f"宣言できませんでした: {slack_escape(exc.reason)}",
+            # The reason is the intake's (English, technical): shown as code, never as a sentence.
+            reply = {"response_type": "ephemeral",
+                     "text": phrase("command.refused", reason=str(exc.reason).replace("`", "'")[:300]),
                      "_audit": {"status": "refused", "error": exc.code}}
         except TriggerError as exc:
-            reply = {"response_type": "ephemeral",
-                     "text": "インシデントは記録しましたが、対応フロー（DAG）の起動に失敗しました。少し待ってもう一度 "
-                             "`/incident` を実行するか、Airflow の画面から起動してください。",
+            reply = {"response_type": "ephemeral", "text": phrase("command.trigger_failed"),
                      "_audit": {"status": "trigger_failed", "error": exc.code}}
         except Exception:  # noqa: BLE001 - logged; the person is told to use another way
             log.exception("/incident failed")
-            reply = {"response_type": "ephemeral",
-                     "text": "宣言を処理できませんでした。#dev-team に連絡するか、Airflow の画面から宣言してください。",
+            reply = {"response_type": "ephemeral", "text": phrase("command.failed"),
                      "_audit": {"status": "failed", "error": "internal_error"}}
         with job.lock:
             job.result = reply
@@ -788,20 +799,14 @@ class WebhookServices:
     def _declared_reply(self, result: IntakeResult, symptom: str) -> dict[str, Any]:
         audit = {"status": result.status, "incident_id": result.incident_id, "dag_run_id": result.dag_run_id}
         if result.status == "held":  # new incidents capped (intake.py, Floods): on the storm record, no run
-            return {"response_type": "ephemeral", "_audit": audit,
-                    "text": "新規インシデントの上限を超えているため保留しました（記録済み、#dev-team に通知します）。"}
+            return {"response_type": "ephemeral", "_audit": audit, "text": phrase("command.held")}
         if result.incident_id is None or result.status == "replayed":
-            return {"response_type": "ephemeral", "text": "この依頼は処理済みです（同じリクエストの再送）。", "_audit": audit}
+            return {"response_type": "ephemeral", "text": phrase("command.replayed"), "_audit": audit}
         record = self.intake.ledger.get(result.incident_id)
-        if record.get("slack_channel"):
-            channel = f"#{slack_escape(record['slack_channel'])}"
-        else:
-            name = channel_name(self.intake.runbook, record["detected_at"])
-            channel = (f"#{name}（これから作成されます。同名が使われていれば #{name}-2 などになり、#dev-team でも"
-                       "お知らせします）")
-        head = "インシデントを宣言しました" if result.status == "new" else "同じ症状で対応中のインシデントに合流しました"
-        text = (f"{head}: *{result.incident_id}*（レベル {record['severity']}）\n"
-                f"症状: {slack_escape(symptom)}\nチャンネル: {channel}")
+        channel = record.get("slack_channel") or channel_name(self.intake.runbook, record["detected_at"])
+        text = phrase("command.declared", joined=result.status != "new", incident_id=result.incident_id,
+                      severity=record["severity"], symptom=symptom, channel=str(channel).lstrip("#"),
+                      pending=not record.get("slack_channel"))
         return {"response_type": "in_channel", "text": text, "_audit": audit}
 
     # --- PagerDuty ------------------------------------------------------------------------------
@@ -863,7 +868,8 @@ class WebhookServices:
             first = ledger.acknowledge(incident_id, at, who)
             if first:  # (ledger.acknowledge recorded the `acknowledged` event; this says where it came from)
                 ledger.record_event(incident_id, at=at, kind="pagerduty_acknowledged", actor=who,
-                                    message=f"対応開始 (PagerDuty): {who}", idempotency_key=f"pagerduty:{event.id}",
+                                    message=phrase("acknowledge.by_pagerduty", plain=True, name=who),
+                                    idempotency_key=f"pagerduty:{event.id}",
                                     data={"via": "pagerduty_webhook", "event_id": event.id, "agent_id": event.agent_id})
             record = ledger.get(incident_id)
             answer.update(acknowledged_by=record.get("acknowledged_by"), first=first)

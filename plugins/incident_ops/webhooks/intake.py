@@ -79,6 +79,7 @@ from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from incident_ops.core.ledger import OPEN_STATUSES, Ledger, events_table, incidents_table
+from incident_ops.core.phrases import phrase
 from incident_ops.core.runbook import SEVERITIES, Runbook
 from incident_ops.core.triage import classify, fingerprint_for
 from incident_ops.webhooks.config import FloodLimits
@@ -582,8 +583,8 @@ class Intake:
         storm, created = self.ledger.open_or_join(
             fingerprint=f"{STORM_PREFIX}{report.environment}:{window.isoformat()}",
             severity=report.severity,
-            symptom="アラームストーム",
-            title=f"アラームストーム（{local:%Y-%m-%d %H:%M} JST〜、新規インシデントの上限を超えて保留した通知）",
+            symptom=phrase("event.storm_symptom", plain=True),
+            title=phrase("event.storm_title", plain=True, since=f"{local:%Y-%m-%d %H:%M}"),
             service=report.service,
             environment=report.environment,
             reporter=STORM_ACTOR,
@@ -591,13 +592,12 @@ class Intake:
             occurrence_key=report.occurrence_key,
             detected_at=now,
         )
-        what = (f"送信元ごとに1分あたり{over['limit']}件" if over["scope"] == "source"
-                else f"全体で1分あたり{over['limit']}件")
+        what = phrase("event.limit_per_source" if over["scope"] == "source" else "event.limit_overall", plain=True,
+                      limit=over["limit"])
         alarm = (report.conf.get("alarm") or {}).get("AlarmName")
         self.ledger.record_event(
             storm["id"], at=now, kind="delivery_held", actor=report.reporter[:256],
-            message=f"新規インシデントの上限（{what}）を超えたため、インシデントを開かずに保留しました: "
-                    f"{report.title}（送信元: {report.reporter}）",
+            message=phrase("event.delivery_held", plain=True, limit=what, title=report.title, source=report.reporter),
             data={"source": report.reporter, "fingerprint": report.fingerprint, "alarm": alarm, "title": report.title,
                   "severity": report.severity, "service": report.service, "symptom": report.symptom,
                   "environment": report.environment, "occurrence_key": report.occurrence_key,

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from incident_ops.core.phrases import phrase
 from incident_ops.webhooks.hmac_auth import HmacError
 
 __all__ = ["SIGNATURE_HEADER", "TIMELINE_EVENTS", "PagerDutyError", "PagerDutyEvent", "parse_event", "sign",
@@ -139,10 +140,11 @@ def parse_event(body: bytes) -> PagerDutyEvent:
 
 
 def timeline_message(event: PagerDutyEvent, who: str, assignees: list[str]) -> str:
-    """The Japanese line of a timeline event (plain text; the ledger's messages are escaped where shown)."""
-    names = "、".join(assignees) or "不明"
+    """The Japanese line of a timeline event (plain text, from the phrase catalogue; the ledger's
+    messages are escaped where shown)."""
+    names = "、".join(assignees) or phrase("event.nobody", plain=True)
     if event.event_type == "incident.resolved":
-        return f"PagerDuty でインシデントが解決済みになりました（{who}）。復旧の確認は DAG が行います"
+        return phrase("event.pagerduty_resolved", plain=True, who=who)
     if event.event_type == "incident.escalated":
-        return f"PagerDuty でエスカレーションされました（担当: {names}）"
-    return f"PagerDuty で担当者が変わりました（担当: {names}・{who}）"
+        return phrase("event.pagerduty_escalated", plain=True, names=names)
+    return phrase("event.pagerduty_reassigned", plain=True, names=names, who=who)

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from incident_ops.core.messages import JST, slack_escape
+from incident_ops.core.phrases import phrase
 from incident_ops.webhooks.hmac_auth import HmacError
 
 __all__ = [
@@ -36,8 +37,10 @@ __all__ = [
     "SlashCommand",
     "answered_blocks",
     "parse_request",
+    "refusal",
     "sign",
     "signature_headers",
+    "usage",
     "verify",
 ]
 
@@ -288,8 +291,8 @@ def jst(moment: dt.datetime) -> str:
 
 
 def answered_line(name: str, label: str, at: dt.datetime) -> str:
-    """mrkdwn: who chose what, when (JST). Outside text escaped."""
-    return f":white_check_mark: *{slack_escape(name)}* が「{slack_escape(label)}」を選びました（{jst(at)} JST・Slack）"
+    """mrkdwn: who chose what, when (JST). Outside text escaped (the phrase catalogue)."""
+    return phrase("decision.answered_in_slack", name=name, option=label, at=jst(at))
 
 
 def answered_blocks(blocks: list[dict[str, Any]], text: str, name: str, label: str,
@@ -298,32 +301,21 @@ def answered_blocks(blocks: list[dict[str, Any]], text: str, name: str, label: s
     line = {"type": "context", "elements": [{"type": "mrkdwn", "text": answered_line(name, label, at)}]}
     kept = [block for block in blocks if not (block.get("type") == "actions" and block.get("block_id") == DECISION_BLOCK)]
     if not kept:
-        kept = [{"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(text[:2900]) or "判断"}}]
+        kept = [{"type": "section", "text": {"type": "mrkdwn",
+                                             "text": slack_escape(text[:2900]) or phrase("decision.placeholder")}}]
     return [*kept, line]
 
 
-REFUSALS = {
-    "unknown_user": "あなたの Slack アカウントは Runbook の担当者に登録されていないため、この操作はできません。",
-    "not_allowed": "{name}さんはこの判断に回答できません（Runbook の decisions.responders にありません）。",
-    "already_answered": "この判断はすでに回答済みです。",
-    "answered_by": "この判断はすでに回答済みです（{by}：「{option}」）。",
-    "expired": "この判断は期限切れです（回答を待っていません）。",
-    "not_waiting": "タスクがまだ回答を待つ状態になっていません。少し待ってからもう一度押してください。",
-    "not_found": "対象のタスクが見つかりません。",
-    "bad_option": "この選択肢は受け付けられません。",
-    "forbidden": "このタスクの回答者に割り当てられていないため、回答できません。",
-    "unknown_incident": "対象のインシデントが見つかりません。",
-    "stale": "このボタンは古いメッセージのものです。最新の通知から回答してください。",
-    "invalid": "このボタンの内容を読み取れませんでした。",
-    "failed": "回答を反映できませんでした。Airflow の画面（Required Actions）から回答してください。",
-    "acknowledged_by": "すでに{by}さんが対応を開始しています（{at} JST）。",
-}
+# The refusals people are told (ephemeral), by code: the texts are `refusal.<code>` in the phrase catalogue.
+REFUSALS = ("unknown_user", "not_allowed", "already_answered", "answered_by", "expired", "not_waiting", "not_found",
+            "bad_option", "forbidden", "unknown_incident", "stale", "invalid", "failed", "acknowledged_by")
 
 
 def refusal(code: str, **values: Any) -> str:
-    template = REFUSALS.get(code, REFUSALS["failed"])
-    return template.format(**{key: slack_escape(value) for key, value in values.items()})
+    """The ephemeral text of a refusal (an unknown code: `failed`); values are escaped for Slack."""
+    return phrase(f"refusal.{code if code in REFUSALS else 'failed'}", **values)
 
 
-USAGE = ("使い方: `/incident <症状>`（例: `/incident ログインできない`）。症状は500文字以内で書いてください。"
-         "インシデントを宣言し、レベルとチャンネルをお知らせします。")
+def usage() -> str:
+    """How to use `/incident` (the reply to an empty or too long symptom)."""
+    return phrase("command.usage")
