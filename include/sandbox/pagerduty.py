@@ -232,6 +232,17 @@ class PagerDutyState:
         self._send(webhook)
         return view
 
+    def set_urgency(self, dedup_key: str, urgency: str) -> dict[str, Any]:
+        """A REST `PUT /incidents/{id}` changing the urgency (the escalation of a low-urgency page)."""
+        with self.lock:
+            incident = self.incidents.get(dedup_key)
+            if incident is None:
+                raise KeyError(f"no incident with dedup_key {dedup_key!r}")
+            if incident["urgency"] != urgency:
+                incident["urgency"] = urgency
+                incident["updated_at"] = iso(time.time())
+            return self.incident_view(incident)
+
     def reassign(self, dedup_key: str, assignee: str, user: str | None) -> dict[str, Any]:
         """A person reassigns the incident to `assignee`: incident.reassigned."""
         assignee_id = self.resolve_user(assignee)
@@ -476,13 +487,22 @@ async def update_incident(incident_id: str, request: Request) -> JSONResponse:
     if found is None:
         return _error(404, "Not Found", 2100)
     body = await request.json()
-    status = (body.get("incident") or {}).get("status")
-    if status not in ("acknowledged", "resolved"):
+    change = body.get("incident") if isinstance(body, dict) else None
+    change = change if isinstance(change, dict) else {}
+    status, urgency = change.get("status"), change.get("urgency")
+    if status is None and urgency is None:
+        return _error(400, "Invalid Input Provided", 2001, ["status or urgency is required"])
+    if status is not None and status not in ("acknowledged", "resolved"):
         return _error(400, "Invalid Input Provided", 2001, ["status must be acknowledged or resolved"])
+    if urgency is not None and urgency not in ("high", "low"):
+        return _error(400, "Invalid Input Provided", 2001, ["urgency must be high or low"])
     sender = ctx.pagerduty.resolve_user(request.headers.get("from"))
+    view = ctx.pagerduty.incident_view(found)
+    if urgency is not None:
+        view = ctx.pagerduty.set_urgency(found["incident_key"], urgency)
     if status == "acknowledged":
         view = ctx.pagerduty.acknowledge(found["incident_key"], sender)
-    else:
+    elif status == "resolved":
         view = ctx.pagerduty.resolve(found["incident_key"], sender)
     return JSONResponse({"incident": view})
 

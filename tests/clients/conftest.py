@@ -433,8 +433,10 @@ class FakePagerDuty:
         action = event.get("event_action")
         incident = self.incidents.get(key)
         if action == "trigger" and (incident is None or incident["status"] == "resolved"):
+            severity = (event.get("payload") or {}).get("severity")
             self.incidents[key] = {"id": f"Q{next(self._ids):06d}", "incident_key": key, "status": "triggered",
-                                   "acknowledgements": []}
+                                   "acknowledgements": [],
+                                   "urgency": "high" if severity in ("critical", "error") else "low"}
         elif incident is not None and action == "resolve":
             incident["status"] = "resolved"
         elif incident is not None and action == "acknowledge":

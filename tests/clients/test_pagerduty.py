@@ -201,6 +201,7 @@ def test_incident_for_dedup_key_reads_acknowledgements(fake_pd: FakePagerDuty, p
     assert incident == {
         "id": fake_pd.incidents[INCIDENT]["id"], "status": "acknowledged",
         "acknowledged_at": "2026-01-05T13:05:00Z", "acknowledged_by": "田中", "acknowledged_by_id": "PENG001",
+        "urgency": "high",  # a P1 page (critical)
     }
     assert fake_pd.calls("/incidents")[-1].params["incident_key"] == [INCIDENT]
 

@@ -146,3 +146,35 @@ def test_p3_at_night_opens_a_low_urgency_pagerduty_incident(flows: Ledger, sandb
     # Acknowledged in the PagerDuty app: the acknowledgement wait finds it.
     sandbox.client.acknowledge(incident["id"])
     assert incident_flow.acknowledgement(incident)["source"] == "pagerduty"
+
+
+def test_p3_paged_at_night_then_raised_to_p1_becomes_high_urgency(flows: Ledger, sandbox: Sandbox,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # PagerDuty keeps an open incident's urgency when a more severe alert of the same key arrives:
+    # the raise makes it high itself, so the on-call engineer's high-urgency rules (the phone) apply.
+    pin_clock(monkeypatch, NIGHT)
+    incident = run_phase_one("レポート生成が遅い")
+    [before] = sandbox.client.pagerduty_incidents()
+    assert before["urgency"] == "low"
+    join_with(flows, incident, "P1")
+    result = escalation_flow.raise_severity(incident["id"], "P1")
+    assert result["escalated"] and result["urgency_raised"] is True
+    [after] = sandbox.client.pagerduty_incidents()
+    assert (after["id"], after["urgency"]) == (before["id"], "high")  # the same incident, now high urgency
+    assert [e["payload"]["severity"] for e in sandbox.client.pagerduty_events()
+            if e["event_action"] == "trigger"] == ["warning", "critical"]
+    # A second raise (a retried task, another alarm) pages nobody again and leaves it high.
+    escalation_flow.raise_severity(incident["id"], "P1")
+    assert len(sandbox.client.pagerduty_events()) == 2
+    assert [i["urgency"] for i in sandbox.client.pagerduty_incidents()] == ["high"]
+
+
+def test_a_raise_to_p3_keeps_a_low_urgency_page_low(flows: Ledger, sandbox: Sandbox,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pin_clock(monkeypatch, NIGHT)
+    incident = run_phase_one("ページに誤字がある")
+    assert incident["severity"] == "P4" and sandbox.client.pagerduty_events() == []
+    join_with(flows, incident, "P3")
+    result = escalation_flow.raise_severity(incident["id"], "P3")
+    assert result["escalated"] and result["urgency_raised"] is False
+    assert [i["urgency"] for i in sandbox.client.pagerduty_incidents()] == ["low"]

@@ -379,7 +379,17 @@ class IncidentPager:
             "acknowledged_at": first.get("at"),
             "acknowledged_by": acknowledger.get("summary") or acknowledger.get("id"),
             "acknowledged_by_id": acknowledger.get("id"),
+            "urgency": incident.get("urgency"),
         }
+
+    def make_high_urgency(self, incident_id: str) -> dict[str, Any]:
+        """`PUT /incidents/{id}` with urgency high (idempotent, so retried as any PUT). PagerDuty keeps an
+        open incident's urgency when a more severe alert of the same key arrives: a P3 paged at night
+        (low urgency, no phone) and raised to P1/P2 would otherwise never reach anyone's high-urgency
+        notification rules."""
+        body = {"incident": {"type": "incident_reference", "urgency": "high"}}
+        return self._guard(f"PUT /incidents/{incident_id} urgency=high",
+                           lambda: self._rest().rput(f"/incidents/{incident_id}", json=body))
 
     def wait_for_incident(self, dedup_key: str, attempts: int = 10, interval: float = 1.0,
                           sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:

@@ -131,6 +131,7 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     if missing:
         raise record_not_reached(runbook, ledger, incident_id, step=key, at=now, report=report, missing=missing,
                            extra={"from": previous, "to": target})
+    data["urgency_raised"] = _raise_pagerduty_urgency(services.pager, incident_id, notices)
     ledger.record_event(
         incident_id, at=now, kind="escalated", actor="incident_ops",
         message=f"{previous} → {target}: " + (narrative.notice_sentence(runbook, report.results)
@@ -139,6 +140,21 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     )
     ledger.update(incident_id, now, escalated_at=now)
     return {**data, "escalated": True}
+
+
+def _raise_pagerduty_urgency(pager: Any, incident_id: str, notices: list[dict[str, Any]]) -> bool:
+    """A page of the new level is high urgency, but PagerDuty keeps the urgency of the incident it
+    opened for the first, low-urgency page (a P3 at night): make it high, so the on-call's phone rings.
+    PUT is idempotent; a failure fails the task (its retry sends only what is missing, then this)."""
+    high = any(n["via"] == "pagerduty" and n.get("urgency") != "low" for n in notices)
+    if not high or pager is None or pager.rest is None:
+        return False
+    found = pager.incident_for_dedup_key(incident_id)
+    if not found or found.get("status") == "resolved" or found.get("urgency") != "low":
+        return False
+    pager.make_high_urgency(found["id"])
+    log.info("PagerDuty incident %s of %s raised to high urgency", found["id"], incident_id)
+    return True
 
 
 def _tell_channel(runbook: Any, slack: Any, ledger: Ledger, record: dict[str, Any], target: str, text: str) -> int:
