@@ -45,7 +45,7 @@ def test_suggested_names_the_auto_steps_their_reasons_and_the_steps_that_wait(ru
     assert decisions.outcome_on_timeout(runbook, kind="scenario", severity="P1", suggested="resource") == (
         "提案のシナリオ「リソース枯渇」を開始します。"
         "人の回答なしで実行するのは、自動実行を許可された手順「スケールアウト」だけです"
-        "（「スケールアウト」: タスクを増やすだけで、上限（max_desired_count）があり、いつでも元の数に戻せるため）。"
+        "（「スケールアウト」: タスクを増やすだけで、サービスごとのタスク数の上限を超えず、いつでも元の数に戻せるため）。"
         "「スケールアップ」、「AWS サポートへの問い合わせ」はそれぞれ承認を待ちます。")
 
 

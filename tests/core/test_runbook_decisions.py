@@ -58,7 +58,7 @@ def test_only_scale_out_and_the_fallback_flag_run_unanswered(runbook: Runbook) -
     auto = {(name, s.id) for name, scenario in runbook.scenarios.items() for s in scenario.steps if s.auto}
     assert auto == {("resource", "scale_out"), ("external", "fallback")}
     scale_out = runbook.scenario("resource").step("scale_out")
-    assert scale_out.auto_reason == "タスクを増やすだけで、上限（max_desired_count）があり、いつでも元の数に戻せるため"
+    assert scale_out.auto_reason == "タスクを増やすだけで、サービスごとのタスク数の上限を超えず、いつでも元の数に戻せるため"
     assert runbook.scenario("external").step("fallback").auto_reason == (
         "外部サービスが落ちている間だけ用意済みの代替動作に切り替えるフラグで、戻すのもフラグ1つのため")
     # Every other step that changes something needs a person's consent.
