@@ -431,7 +431,7 @@ def test_every_phrase_escapes_hostile_input() -> None:
     names = re.compile(r"{{\s*([a-z_]+)")
     for key, source in phrases.phrases().items():
         values = {name: HOSTILE_VALUE for name in names.findall(source)}
-        values.update({flag: True for flag in ("joined", "pending", "consent", "several") if flag in source})
+        values.update({flag: True for flag in re.findall(r"{%-?\s*if\s+(?:not\s+)?([a-z_]+)\s*-?%}", source)})
         text = phrases.phrase(key, **values)
         assert "<!channel>" not in text and "<@U123>" not in text, (key, text)
         if values and any(v == HOSTILE_VALUE for v in values.values()):

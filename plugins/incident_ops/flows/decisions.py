@@ -21,6 +21,7 @@ from typing import Any
 from incident_ops.core import decisions
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.oncall import rotation_engineer
+from incident_ops.core.phrases import phrase
 
 __all__ = ["announce", "answer_recorded", "conclude", "posted_decision", "remind"]
 
@@ -86,7 +87,8 @@ def announce(request: dict[str, Any]) -> dict[str, Any] | None:
             "deadline": deadline.isoformat(), "kind": request["kind"], "on_timeout": request["on_timeout"],
             "default": request.get("default"), "text": text, "try_number": request["try_number"]}
     ledger.record_event(incident["id"], at=_now(), kind="decision_posted", actor="incident_ops",
-                        message=f"判断を依頼: {request['subject']}", data=data, idempotency_key=key)
+                        message=phrase("event.decision_posted", plain=True, subject=request["subject"]),
+                        data=data, idempotency_key=key)
     return data
 
 
@@ -133,7 +135,8 @@ def remind(incident_id: str, task_id: str, step_id: str | None) -> dict[str, Any
         log.exception("the reminder of decision %s could not be posted", task_id)
         return {"reminded": False, "reason": "Slack failed"}
     ledger.record_event(incident_id, at=_now(), kind="decision_reminded", actor="incident_ops",
-                        message=f"回答のリマインド（{engineer.name}）: {data['subject']}",
+                        message=phrase("event.decision_reminded", plain=True, name=engineer.name,
+                                       subject=data["subject"]),
                         data={"task_id": task_id, "to": engineer.id}, idempotency_key=key)
     return {"reminded": True, "to": engineer.id}
 

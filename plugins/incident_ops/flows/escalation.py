@@ -30,6 +30,7 @@ from incident_ops.core.escalation import route
 from incident_ops.core.handoff import format_moment
 from incident_ops.core.ledger import OPEN_STATUSES, Ledger
 from incident_ops.core.oncall import rotation_engineer
+from incident_ops.core.phrases import phrase
 from incident_ops.core.triage import severity_rank
 
 __all__ = ["first_notice_sent", "raise_severity"]
@@ -81,7 +82,7 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
         # Triggered by hand (not through a webhook join, where the ledger already raised it).
         record = ledger.update(incident_id, now, severity=severity)
         ledger.record_event(incident_id, at=now, kind="severity_raised", actor="incident_ops",
-                            message=f"障害レベルを{current}から{severity}に引き上げました",
+                            message=phrase("event.severity_raised", plain=True, previous=current, target=severity),
                             data={"from": current, "to": severity}, idempotency_key=f"severity_raised:{severity}")
     target = record["severity"]
     key = f"raised:{target}"
@@ -104,12 +105,11 @@ def raise_severity(incident_id: str, severity: str) -> dict[str, Any]:
     deadline = response_deadline(runbook, target, detected_at)
     symptom = _label(runbook, record.get("symptom"))
     # Slack text: what came from outside (the symptom, the service) is escaped, as in the templates.
-    text = "\n".join([
-        f"【障害レベル引き上げ】{previous} → {target} {level.name}: {messages.slack_escape(symptom)}",
-        f"インシデント: {incident_id} / 影響範囲: {messages.slack_escape(record.get('environment'))}/"
-        f"{messages.slack_escape(record.get('service'))}",
-        f"対応開始の目標: {format_moment(runbook, deadline)} まで",
-    ])
+    text = messages.render(
+        "severity_raised.txt.j2", previous=previous, target=target, level_name=level.name, symptom=symptom,
+        incident_id=incident_id, environment=record.get("environment") or "", service=record.get("service") or "",
+        deadline=format_moment(runbook, deadline),
+    ).rstrip("\n")
     notices = []
     for notification in route(runbook, target, now):
         notice = notification.to_dict()
@@ -178,7 +178,8 @@ def _tell_channel(runbook: Any, slack: Any, ledger: Ledger, record: dict[str, An
             posts += 1
         ledger.update(incident_id, _now(), declared_at=_now())
         ledger.record_event(incident_id, at=_now(), kind="declared", actor="incident_ops",
-                            message=f"#{record['slack_channel']}（{target}への引き上げで宣言）",
+                            message=phrase("event.declared_on_raise", plain=True, channel=record["slack_channel"],
+                                           target=target),
                             idempotency_key=f"declared:{target}")
     return posts
 

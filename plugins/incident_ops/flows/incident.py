@@ -22,6 +22,7 @@ from incident_ops.core.decisions import acknowledge_blocks
 from incident_ops.core.escalation import route, unacknowledged_route
 from incident_ops.core.ledger import Ledger
 from incident_ops.core.oncall import rotation_engineer
+from incident_ops.core.phrases import phrase
 from incident_ops.core.runbook import Runbook, runbook_path
 from incident_ops.core.triage import classify, fingerprint_for
 from incident_ops.services import IncidentServices
@@ -124,7 +125,8 @@ def open_incident(params: dict[str, Any], *, run_id: str, run_after: dt.datetime
     deadline = response_deadline(runbook, severity, _aware(incident["detected_at"]))
     ledger.record_event(
         incident["id"], at=_now(), kind="classified", actor="incident_ops",
-        message=f"障害レベルを {severity} と判定（症状: {result.symptom_label or params['symptom']}）",
+        message=phrase("event.classified", plain=True, severity=severity,
+                       symptom=result.symptom_label or params["symptom"]),
         data=result.to_dict(), idempotency_key="classified",
     )
     symptom_label = result.symptom_label or params["symptom"]
@@ -356,7 +358,8 @@ def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
         by = found.get("acknowledged_by") or "pagerduty"
         ledger.acknowledge(incident["id"], at, by)
         ledger.record_event(incident["id"], at=at, kind="acknowledged", actor=by,
-                            message=f"対応開始 (PagerDuty): {by}", idempotency_key="acknowledged")
+                            message=phrase("event.acknowledged_in_pagerduty", plain=True, by=by),
+                            idempotency_key="acknowledged")
         return {"by": by, "at": _iso(at), "source": "pagerduty"}
     return None
 
@@ -383,7 +386,8 @@ def acknowledge_incident(incident_id: str, responder: str) -> dict[str, Any]:
     first = ledger.acknowledge(incident_id, now, responder)
     if first:
         ledger.record_event(incident_id, at=now, kind="acknowledged", actor=responder,
-                            message=f"対応開始: {responder}", idempotency_key="acknowledged")
+                            message=phrase("event.acknowledged", plain=True, by=responder),
+                            idempotency_key="acknowledged")
     pager = services_for(record["environment"]).pager
     if pager is not None and pager.events is not None and was_paged(ledger, incident_id):
         pager.acknowledge(incident_id)
@@ -404,10 +408,10 @@ def record_preset_scenario(incident: dict[str, Any], scenario: str | None, *, su
     the same `scenario_chosen` event a person's choice records, which ends Phase 2's time box."""
     chosen = scenario or "manual"
     plan = load().scenarios.get(scenario) if scenario else None
-    label = plan.label if plan else "手動対応（自動復旧なし）"
-    how = "提案どおり（チェックモード）" if suggested else "起動時の指定"
+    label = plan.label if plan else phrase("event.scenario_manual", plain=True)
+    how = phrase("event.scenario_how_suggested" if suggested else "event.scenario_how_given", plain=True)
     Ledger().record_event(incident["id"], at=_now(), kind="scenario_chosen", actor="incident_ops",
-                          message=f"シナリオ: {label}（{how}）",
+                          message=phrase("event.scenario_started", plain=True, label=label, how=how),
                           data={"chosen": chosen, "by": None, "timed_out": False, "preset": True},
                           idempotency_key="scenario_chosen")
 
@@ -450,7 +454,7 @@ def confirm_incident(incident: dict[str, Any]) -> dict[str, Any]:
              "ecs": ecs}
     Ledger().record_event(
         incident["id"], at=_now(), kind="confirmed", actor="incident_ops",
-        message=f"ヘルスチェック {'正常' if health.healthy else '異常'}、ALARM 状態のアラーム {len(alarms)}件",
+        message=phrase("event.confirmed", plain=True, healthy=health.healthy, alarms=len(alarms)),
         data=facts, idempotency_key="confirmed",
     )
     return {"healthy": health.healthy, "alarms": facts["alarms"]}
@@ -595,7 +599,8 @@ def run_functional_checks(incident: dict[str, Any]) -> list[dict[str, Any]]:
     failed = [r for r in results if not r["ok"]]
     Ledger().record_event(
         incident["id"], at=_now(), kind="functional_checks", actor="incident_ops",
-        message="、".join(f"{r['label']}: {'正常' if r['ok'] else '異常'}（{r.get('elapsed_ms')} ms）" for r in results),
+        message="、".join(phrase("event.functional_check", plain=True, label=r["label"], ok=r["ok"],
+                                elapsed_ms=r.get("elapsed_ms")) for r in results),
         data={"results": results}, idempotency_key="functional_checks",
     )
     if failed:

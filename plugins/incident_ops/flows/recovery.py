@@ -12,6 +12,7 @@ from typing import Any
 
 from incident_ops.core import narrative, recovery
 from incident_ops.core.ledger import Ledger
+from incident_ops.core.phrases import phrase
 from incident_ops.flows import incident as incident_flow
 
 __all__ = [
@@ -70,7 +71,8 @@ def notify_scenario_contacts(incident: dict[str, Any], scenario: str) -> dict[st
         posted.append({"channel": channel, "posted": answer.get("posted", True)})
     names = "、".join(f"{narrative.target_label(key)}（{runbook.contacts.channels[key]}）" for key in plan.notify)
     ledger.record_event(incident["id"], at=incident_flow._now(), kind="scenario_notice", actor="incident_ops",
-                        message=f"{names}に連絡: {plan.label}（{plan.remediation}）",
+                        message=phrase("event.scenario_notice", plain=True, names=names, label=plan.label,
+                                       remediation=plan.remediation),
                         data={"scenario": scenario, "channels": posted}, idempotency_key=f"scenario_notice:{scenario}")
     return {"notified": posted}
 
