@@ -24,12 +24,14 @@ import requests
 __all__ = [
     "ADMIN_PASSWORD_FILE",
     "DEMO_USER",
+    "HOSTNAME_VARIABLE",
     "LISTEN_HOST",
     "ManagedProcess",
     "admin_password",
     "airflow_env",
     "api_token",
     "free_port_block",
+    "hostname_from_environment",
     "local_airflow_command",
     "login_for",
     "wait_for_http",
@@ -42,6 +44,9 @@ DEMO_USER = "admin"
 ADMIN_PASSWORD_FILE = "admin-password"
 # Everything the local stack starts listens on this address only.
 LISTEN_HOST = "127.0.0.1"
+# A process's host name as Airflow records it (task instances' `hostname`), when set: see
+# hostname_from_environment.
+HOSTNAME_VARIABLE = "INCIDENT_OPS_HOSTNAME"
 # base URL -> (user, password) of the stacks whose environment this process built (see api_token).
 _LOGINS: dict[str, tuple[str, str]] = {}
 
@@ -61,6 +66,18 @@ def admin_password(state_dir: Path, *, create: bool = True) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(password + "\n")
     return password
+
+
+def hostname_from_environment() -> str:
+    """Airflow's `[core] hostname_callable` for several workers on one machine: the host name in
+    INCIDENT_OPS_HOSTNAME (each worker's own, as each container of a compose deployment has one),
+    else the machine's (Airflow's default, `airflow.utils.net.getfqdn`)."""
+    name = os.environ.get(HOSTNAME_VARIABLE, "").strip()
+    if name:
+        return name
+    from airflow.utils.net import getfqdn
+
+    return getfqdn()
 
 
 def login_for(base_url: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ machine's PostgreSQL and Redis:
 | `airflow-init` | `airflow db migrate` |
 | `airflow-apiserver` | `airflow api-server` (UI, REST API, Execution API, the `/incidents/webhooks/*` plugin) |
 | `airflow-scheduler`, `airflow-dag-processor`, `airflow-triggerer` | the same commands |
-| `airflow-worker` | `airflow celery worker` (small concurrency: 2-core machines) |
+| `airflow-worker` (scaled: `workers`) | `airflow celery worker` (small concurrency: 2-core machines); more workers are `airflow-worker-2`, … |
 | `sandbox` (profile) | `python -m sandbox` |
 
 Each process runs in its own process group (`scripts.airflow_local.ManagedProcess`) and carries a
@@ -26,11 +26,23 @@ host would), `stop_component(name)` stops it the way an orchestrator does (SIGTE
 does both and waits until the component is back (the worker answers a ping, a scheduler, triggerer or
 dag-processor heartbeats again).
 
+**Workers without a shared disk.** `workers=N` starts N Celery workers (`airflow-worker`,
+`airflow-worker-2`, …), each with its own Celery hostname on the run's queue, and its own folders,
+as separate hosts would have: its state folder (`INCIDENT_OPS_STATE_DIR=<state_dir>/worker-N`), its
+task logs (`<state_dir>/worker-N/logs`) and worker log server port. With more than one worker each
+also records its own host name on the task instances it runs (`hostname`: its Celery hostname,
+through `[core] hostname_callable`). `worker_env` adds or overrides variables per worker name.
+`artifacts="s3"` puts every artifact (evidence, charts, postmortem drafts) at
+`s3://<bucket>/incident-ops/<run id>` in the sandbox's moto, the bucket the sandbox seeds for the
+production inventory (`artifacts_bucket` in its endpoints), opened with `aws_default` (moto's
+endpoint in the connection's extra); the default `"file"` keeps them under each worker's folder.
+
 It offers what `scripts.incident_runner.run_incident` needs of a stack (`base_url`,
 `sns_webhook_url`, `sandbox_client()`, `state_dir`, `endpoints`), so an incident runs through it
 exactly as through `LocalStack`:
 
     .venv/bin/python scripts/distributed.py --scenario deploy
+    .venv/bin/python scripts/distributed.py --scenario deploy --workers 2 --artifacts s3
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -56,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from scripts.airflow_local import (  # noqa: E402
     DEMO_USER,
+    HOSTNAME_VARIABLE,
     PROJECT_ROOT,
     ManagedProcess,
     admin_password,
@@ -74,6 +88,7 @@ from scripts.incident_runner import (  # noqa: E402
 
 __all__ = [
     "AIRFLOW_COMPONENTS",
+    "ARTIFACT_STORES",
     "DEFAULT_POSTGRES_URL",
     "DEFAULT_REDIS_URL",
     "RUN_MARKER",
@@ -88,14 +103,19 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Every process of a run carries RUN_MARKER=<run id> in its environment (children inherit it).
 RUN_MARKER = "INCIDENT_OPS_DISTRIBUTED_RUN"
 CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
-# The order of `stop()`: the worker first (warm shutdown, nothing new is taken), the API server late
+# The order of `stop()`: the workers first (warm shutdown, nothing new is taken), the API server late
 # (workers and the triggerer report to its Execution API), the sandbox last.
 STOP_ORDER = ("airflow-worker", "airflow-scheduler", "airflow-triggerer", "airflow-dag-processor",
               "airflow-apiserver", "sandbox")
 # The components `kill`/`stop_component`/`start_component`/`restart` act on (the sandbox keeps the
-# stand-ins' state in memory: restarting it would be a different test).
+# stand-ins' state in memory: restarting it would be a different test); with `workers=N` also
+# `airflow-worker-2` … `airflow-worker-N`.
 AIRFLOW_COMPONENTS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                       "airflow-worker")
+WORKER = "airflow-worker"
+_WORKER_NAME = re.compile(r"^airflow-worker(?:-([2-9]|[1-9][0-9]+))?$")
+# Where the artifacts go: "file" (each worker's state folder), "s3" (the sandbox's bucket in moto).
+ARTIFACT_STORES = ("file", "s3")
 # The health endpoint's part and heartbeat field of the components that heartbeat.
 _HEARTBEATS = {
     "airflow-scheduler": ("scheduler", "latest_scheduler_heartbeat"),
@@ -202,6 +222,11 @@ class DistributedStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     worker_concurrency: int = 4
     parallelism: int = 8
+    # Celery workers: `airflow-worker`, `airflow-worker-2`, … (each its own hostname, folders, log port).
+    workers: int = 1
+    # Extra or overriding environment variables per worker name (on top of the run's and the worker's own).
+    worker_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    artifacts: str = "file"
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     endpoints: dict[str, Any] = field(default_factory=dict)
@@ -218,6 +243,14 @@ class DistributedStack:
         self.state_dir = Path(self.state_dir).resolve()  # relative: against the current directory
         if self.runbook is not None:
             self.runbook = Path(self.runbook).resolve()
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.artifacts not in ARTIFACT_STORES:
+            raise ValueError(f"artifacts must be one of {', '.join(ARTIFACT_STORES)}, got {self.artifacts!r}")
+        unknown = sorted(set(self.worker_env) - set(self.worker_names))
+        if unknown:
+            raise ValueError(f"worker_env names no worker of this stack: {', '.join(unknown)} "
+                             f"(workers: {', '.join(self.worker_names)})")
 
     @property
     def username(self) -> str:
@@ -262,8 +295,72 @@ class DistributedStack:
         return f"incident-ops-{self.run_id}"
 
     @property
+    def worker_names(self) -> list[str]:
+        """`airflow-worker`, `airflow-worker-2`, … (`workers` of them)."""
+        return [WORKER] + [f"{WORKER}-{n}" for n in range(2, self.workers + 1)]
+
+    @staticmethod
+    def worker_number(name: str) -> int:
+        match = _WORKER_NAME.match(name)
+        if not match:
+            raise ValueError(f"{name!r} is not a worker name (airflow-worker, airflow-worker-2, ...)")
+        return int(match.group(1) or 1)
+
+    @property
+    def worker_hostnames(self) -> dict[str, str]:
+        """{worker name: its Celery hostname}: `<queue>@<host>` for the first, `<queue>-N@<host>` after."""
+        host = socket.gethostname()
+        return {name: f"{self.queue}@{host}" if name == WORKER else f"{self.queue}-{self.worker_number(name)}@{host}"
+                for name in self.worker_names}
+
+    @property
     def worker_hostname(self) -> str:
-        return f"{self.queue}@{socket.gethostname()}"
+        """The first worker's Celery hostname."""
+        return self.worker_hostnames[WORKER]
+
+    def worker_state_dir(self, name: str = WORKER) -> Path:
+        """The worker's own state folder (INCIDENT_OPS_STATE_DIR): `<state_dir>/worker-N`."""
+        return self.state_dir / f"worker-{self.worker_number(name)}"
+
+    @property
+    def artifacts_url(self) -> str:
+        """Where this run's artifacts go: `s3://<sandbox bucket>/incident-ops/<run id>` with
+        artifacts="s3"; with "file", each worker's state folder (the empty string: the default)."""
+        if self.artifacts != "s3":
+            return ""
+        bucket = self.endpoints.get("artifacts_bucket")
+        if not bucket:
+            raise RuntimeError("the sandbox announced no artifacts bucket (endpoints.json: artifacts_bucket)")
+        return f"s3://{bucket}/incident-ops/{self.run_id}"
+
+    def s3_client(self):
+        """boto3's S3 against the sandbox's moto (to look at the artifacts bucket)."""
+        from sandbox.aws import boto3_session
+
+        return boto3_session(self.endpoints.get("region", "ap-northeast-1")).client("s3", endpoint_url=self.endpoints["aws"])
+
+    def env_for(self, name: str) -> dict[str, str]:
+        """The environment of the component `name`: the run's, plus a worker's own (see `_worker_env`)."""
+        return {**self.env, **self._worker_env(name)} if _WORKER_NAME.match(name) else dict(self.env)
+
+    def _worker_env(self, name: str) -> dict[str, str]:
+        number = self.worker_number(name)
+        folder = self.worker_state_dir(name)
+        env = {
+            "INCIDENT_OPS_STATE_DIR": str(folder),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder / "logs"),
+            # one log server per worker: two on one machine cannot share the port
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["worker_logs"] if number == 1
+                                                            else self.ports[f"worker_logs_{number}"]),
+        }
+        if self.workers > 1:
+            # Each worker records its own host name on the task instances it runs, as separate hosts
+            # (containers) would: its Celery hostname. scripts/ must be importable for the callable.
+            env[HOSTNAME_VARIABLE] = self.worker_hostnames[name]
+            env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "scripts.airflow_local.hostname_from_environment"
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.env.get("PYTHONPATH"), str(PROJECT_ROOT)]))
+        env.update(self.worker_env.get(name, {}))
+        return env
 
     @property
     def base_url(self) -> str:
@@ -289,9 +386,10 @@ class DistributedStack:
         report healthy, the worker answers a Celery ping and the incident DAG is listed. Stops what it
         started if any of it fails."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        base = free_port_block(6)
+        base = free_port_block(5 + self.workers)
         self.ports = {"aws": base, "http": base + 1, "https": base + 2, "api": base + 3,
                       "worker_logs": base + 4, "trigger_logs": base + 5}
+        self.ports.update({f"worker_logs_{n}": base + 4 + n for n in range(2, self.workers + 1)})
         try:
             say(f"creating databases {self.database} and {self.ledger_database} ...")
             self._create_databases()
@@ -301,7 +399,8 @@ class DistributedStack:
             say("airflow db migrate ...")
             self._migrate()
             say(upgrade_ledger(self.env))  # incident-ops ledger upgrade, as airflow-init does
-            say(f"starting api-server on {self.base_url}, scheduler, dag-processor, triggerer, celery worker ...")
+            say(f"starting api-server on {self.base_url}, scheduler, dag-processor, triggerer, "
+                f"{self.workers} celery worker(s) ...")
             airflow = str(Path(sys.executable).parent / "airflow")
             self.commands = {
                 "airflow-apiserver": [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.ports["api"]),
@@ -309,16 +408,18 @@ class DistributedStack:
                 "airflow-scheduler": [airflow, "scheduler"],
                 "airflow-dag-processor": [airflow, "dag-processor"],
                 "airflow-triggerer": [airflow, "triggerer"],
-                "airflow-worker": [airflow, "celery", "worker", "--concurrency", str(self.worker_concurrency),
-                                   "--queues", self.queue, "--celery-hostname", self.worker_hostname,
-                                   "--without-gossip", "--without-mingle"],
             }
+            for worker, hostname in self.worker_hostnames.items():
+                self.commands[worker] = [airflow, "celery", "worker", "--concurrency", str(self.worker_concurrency),
+                                         "--queues", self.queue, "--celery-hostname", hostname,
+                                         "--without-gossip", "--without-mingle"]
             for name in self.commands:
                 self.start_component(name, wait=False)
             wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=240,
                           process=self.processes["airflow-apiserver"])
             self._wait_components_healthy()
-            self._wait_worker()
+            for worker in self.worker_names:
+                self._wait_worker(worker)
             AirflowApi(self.base_url, self.username, self.password).wait_for_dag(DAG_ID)
             say("distributed stack ready")
         except BaseException:
@@ -392,6 +493,10 @@ class DistributedStack:
         }
         if self.runbook:
             extra["INCIDENT_OPS_RUNBOOK"] = str(self.runbook)
+        if self.artifacts == "s3":
+            # every component, the same bucket and prefix: evidence, charts and postmortem drafts too
+            extra["INCIDENT_OPS_ARTIFACTS_URL"] = self.artifacts_url
+            extra["INCIDENT_OPS_POSTMORTEM_STORAGE"] = f"{self.artifacts_url}/postmortems"
         extra.update(self.extra_env)
         return airflow_env(self.state_dir, port=self.ports["api"], extra=extra)
 
@@ -439,34 +544,49 @@ class DistributedStack:
             time.sleep(1)
         raise TimeoutError(f"Airflow components not healthy within {timeout:.0f}s: {last}")
 
-    def celery_ping(self, timeout: float = 60) -> bool:
-        """`celery inspect ping` of this run's worker, as the compose healthcheck does."""
+    def celery_inspect(self, command: str, name: str = WORKER, timeout: float = 60) -> dict[str, Any]:
+        """`celery inspect <command> --json` of one worker of this run ({} when it did not answer)."""
         celery = str(Path(sys.executable).parent / "celery")
         result = subprocess.run(
-            [celery, "--app", CELERY_APP, "inspect", "ping", "--destination", self.worker_hostname, "--timeout", "5"],
+            [celery, "--app", CELERY_APP, "inspect", command, "--destination", self.worker_hostnames[name],
+             "--timeout", "5", "--json"],
             env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, start_new_session=True,
         )
-        return result.returncode == 0 and "pong" in result.stdout
+        if result.returncode != 0:
+            return {}
+        text = result.stdout.strip()
+        for candidate in (text, *reversed(text.splitlines())):
+            try:
+                answer = json.loads(candidate)
+            except ValueError:
+                continue
+            if isinstance(answer, dict):
+                return answer.get(self.worker_hostnames[name]) or {}
+        return {}
 
-    def _wait_worker(self, timeout: float = 180) -> None:
+    def celery_ping(self, timeout: float = 60, name: str = WORKER) -> bool:
+        """`celery inspect ping` of one worker of this run, as the compose healthcheck does."""
+        return self.celery_inspect("ping", name, timeout).get("ok") == "pong"
+
+    def _wait_worker(self, name: str = WORKER, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            worker = self.processes["airflow-worker"]
+            worker = self.processes[name]
             if not worker.running():
-                raise RuntimeError(f"the Celery worker exited early; see {worker.log_path}")
+                raise RuntimeError(f"the Celery worker {name} exited early; see {worker.log_path}")
             try:
-                if self.celery_ping():
+                if self.celery_ping(name=name):
                     return
             except subprocess.TimeoutExpired:
                 pass
             time.sleep(2)
-        raise TimeoutError(f"the Celery worker {self.worker_hostname} did not answer a ping within {timeout:.0f}s")
+        raise TimeoutError(f"the Celery worker {self.worker_hostnames[name]} did not answer a ping within {timeout:.0f}s")
 
     # --- faults: kill, stop and start one component -----------------------------------------------
 
     def _component(self, name: str) -> ManagedProcess:
-        if name not in AIRFLOW_COMPONENTS or name not in self.commands or name not in self.processes:
-            raise ValueError(f"{name!r} is not a started Airflow component ({', '.join(AIRFLOW_COMPONENTS)})")
+        if name not in self.commands or name not in self.processes:
+            raise ValueError(f"{name!r} is not a started Airflow component ({', '.join(self.commands or AIRFLOW_COMPONENTS)})")
         return self.processes[name]
 
     def kill(self, name: str, timeout: float = 15) -> list[dict[str, Any]]:
@@ -534,10 +654,11 @@ class DistributedStack:
         if current is not None and current.group_alive():
             raise RuntimeError(f"{name} is still running (group {current.pgid})")
         since = time.time()
-        process = self.processes[name] = ManagedProcess(name, self.commands[name], self.env, self.log_path(name)).start()
+        process = self.processes[name] = ManagedProcess(name, self.commands[name], self.env_for(name),
+                                                        self.log_path(name)).start()
         if wait:
-            if name == "airflow-worker":
-                self._wait_worker(timeout)
+            if _WORKER_NAME.match(name):
+                self._wait_worker(name, timeout)
             elif name == "airflow-apiserver":
                 wait_for_http(f"{self.base_url}/api/v2/monitor/health", timeout=timeout, process=process)
             else:
@@ -578,7 +699,8 @@ class DistributedStack:
         """Stop every process group, make sure no process of the run is left, delete the run's Redis
         keys, drop both databases. Never raises: what went wrong is in the returned Teardown."""
         report = Teardown()
-        names = [n for n in STOP_ORDER if n in self.processes] + [n for n in self.processes if n not in STOP_ORDER]
+        order = [*self.worker_names, *(n for n in STOP_ORDER if n != WORKER)]
+        names = [n for n in order if n in self.processes] + [n for n in self.processes if n not in order]
         # The process groups the components' children moved into (task runners): a process that sets
         # its title hides RUN_MARKER from /proc, so the sweep below also looks for these groups.
         groups: set[int] = set()
@@ -668,15 +790,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=os.environ.get("INCIDENT_OPS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--report", type=Path, default=None, help="write the incident report (JSON) here")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Celery workers (airflow-worker, airflow-worker-2, ...), each with its own state folder")
+    parser.add_argument("--worker-concurrency", type=int, default=4, help="task slots of each worker")
+    parser.add_argument("--artifacts", choices=ARTIFACT_STORES, default="file",
+                        help="where evidence, charts and postmortems go: each worker's folder, or the sandbox's S3 bucket")
     args = parser.parse_args(argv)
-    stack = DistributedStack(args.state, postgres_url=args.postgres_url, redis_url=args.redis_url)
+    stack = DistributedStack(args.state, postgres_url=args.postgres_url, redis_url=args.redis_url,
+                             workers=args.workers, worker_concurrency=args.worker_concurrency, artifacts=args.artifacts)
     status = 1
     try:
         stack.start()
         report = run_incident(stack, args.scenario)
         status = 0 if report["dag_run_state"] == "success" and report["healthy"] else 1
         print(f"run {report['dag_run_id']}: {report['dag_run_state']}, healthy={report['healthy']}, "
-              f"{report['seconds']} s")
+              f"{report['seconds']} s; postmortem {report['postmortem']}")
         if args.report:
             args.report.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str))
     finally:

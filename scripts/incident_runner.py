@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -495,12 +496,36 @@ def run_incident(
     finally:
         if faults:
             sandbox.set_faults(**{name: None for name in faults if not name.endswith("_count")})
+    return incident_report(stack, scenario, run["dag_run_id"], followed, via=via, intake=intake,
+                           check_mode=check_mode, answer_via=answer_via, started=started,
+                           records_from=records_from, before=before, broken=broken)
+
+
+def incident_report(
+    stack: Any,
+    scenario: str,
+    dag_run_id: str,
+    followed: dict[str, Any],
+    *,
+    via: str,
+    intake: dict[str, Any] | None,
+    check_mode: bool,
+    answer_via: str,
+    started: float,
+    records_from: int,
+    before: dict[str, Any],
+    broken: dict[str, Any],
+    finished: float | None = None,
+) -> dict[str, Any]:
+    """The report of one followed run (what `run_incident` returns)."""
+    api = api_for(stack)
+    sandbox = stack.sandbox_client()
     after = sandbox.state()
     status, health = sandbox.health()
     incident_id = followed["incident_id"]
     postmortem = None
     if followed["tasks"].get("postmortem.write_postmortem") == "success":
-        postmortem = api.xcom(DAG_ID, run["dag_run_id"], "postmortem.write_postmortem")["path"]
+        postmortem = api.xcom(DAG_ID, dag_run_id, "postmortem.write_postmortem")["path"]
     records = sandbox.records()[records_from:]
     acknowledge_webhooks = [
         {k: d.get(k) for k in ("event_type", "by", "url", "status", "error", "done")} | {"attempts": len(d["attempts"])}
@@ -510,13 +535,13 @@ def run_incident(
         "incident_id": incident_id,
         "scenario": scenario,
         "check_mode": check_mode,
-        "severity": (api.xcom(DAG_ID, run["dag_run_id"], "detect.open_incident") or {}).get("severity")
+        "severity": (api.xcom(DAG_ID, dag_run_id, "detect.open_incident") or {}).get("severity")
         if followed["tasks"].get("detect.open_incident") == "success" else None,
-        "dag_run_id": run["dag_run_id"],
+        "dag_run_id": dag_run_id,
         "via": via,
         "intake": intake,
         "dag_run_state": followed["run"].get("state"),
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round((finished or time.monotonic()) - started, 1),
         "tasks": followed["tasks"],
         "healthy": status == 200 and isinstance(health, dict) and health.get("status") == "healthy",
         "health": health,
@@ -532,3 +557,90 @@ def run_incident(
         "slack_deliveries": [{k: d.get(k) for k in ("kind", "by", "action_id", "value", "status", "error")}
                              for d in sandbox.deliveries("slack")],
     }
+
+
+def run_incidents(
+    stack: Any,
+    scenarios: Sequence[str],
+    *,
+    alarms: dict[str, str] | None = None,
+    approve: bool = True,
+    say: Callable[[str], None] = print,
+    timeout: float = 900,
+    faults: dict[str, Any] | None = None,
+    answer_via: str = "ui",
+    started: Callable[[list[dict[str, Any]]], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Several incidents at once: reset the sandbox once, break every scenario, send each one's alarm
+    (the sandbox as Amazon SNS, to `/incidents/webhooks/sns`), follow every run concurrently (one
+    thread each, `follow_run`: each plays the people's parts of its own run and incident only), and
+    return one report per incident, in the order of `scenarios` (as `run_incident` does; the Slack
+    messages and the AWS state are the sandbox's, shared by the incidents).
+
+    `alarms` overrides a scenario's alarm (default SCENARIO_ALARMS): the intake joins an alarm to the
+    open incident of the same alarm, so two incidents need two alarms; a joined alarm raises. `faults`
+    are switched on once every scenario is broken, off at the end. `started` is called with
+    [{scenario, dag_run_id, incident_id}] once every alarm has opened its incident and run."""
+    if len(set(scenarios)) != len(scenarios):
+        raise ValueError(f"each scenario once: {list(scenarios)}")
+    alarm_of = {**SCENARIO_ALARMS, **(alarms or {})}
+    sandbox = stack.sandbox_client()
+    sandbox.reset()
+    records_from = len(sandbox.records())
+    before = sandbox.state()
+    for scenario in scenarios:
+        sandbox.break_scenario(scenario)
+    broken = sandbox.state()
+    say(f"injected scenarios {', '.join(scenarios)}: health {broken.get('health', {}).get('status')}")
+    if faults:
+        sandbox.set_faults(**faults)
+        say(f"faults on: {faults}")
+    begun = time.monotonic()
+    runs: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
+    errors: dict[str, BaseException] = {}
+    try:
+        for scenario in scenarios:
+            published = sandbox.sns_publish(stack.sns_webhook_url, {"AlarmName": alarm_of[scenario]})
+            intake = published["answer"]
+            if published["http_status"] != 200 or not isinstance(intake, dict) or not intake.get("dag_run_id"):
+                raise RuntimeError(f"the SNS webhook refused {alarm_of[scenario]}: HTTP {published['http_status']}: {intake}")
+            if intake.get("status") != "new" or intake["incident_id"] in {r["incident_id"] for r in runs}:
+                raise RuntimeError(f"{alarm_of[scenario]} ({scenario}) opened no incident of its own: {intake} "
+                                   "(give it another alarm: `alarms`)")
+            runs.append({"scenario": scenario, "dag_run_id": intake["dag_run_id"], "incident_id": intake["incident_id"],
+                         "intake": intake})
+            say(f"SNS delivered {alarm_of[scenario]}: incident {intake['incident_id']} ({intake.get('severity')}), "
+                f"run {intake['dag_run_id']} [{scenario}]")
+        if started is not None:
+            started([{k: r[k] for k in ("scenario", "dag_run_id", "incident_id")} for r in runs])
+
+        def follow(run: dict[str, Any]) -> None:
+            try:
+                followed = follow_run(stack, run["dag_run_id"], scenario=run["scenario"], approve=approve,
+                                      timeout=timeout, say=lambda line: say(f"[{run['scenario']}] {line}"),
+                                      answer_via=answer_via)
+                results[run["scenario"]] = {"followed": followed, "finished": time.monotonic()}
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                errors[run["scenario"]] = exc
+
+        threads = [threading.Thread(target=follow, args=(run,), name=f"follow-{run['scenario']}", daemon=True)
+                   for run in runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout + 60)
+        if errors:
+            scenario, error = next(iter(errors.items()))
+            raise RuntimeError(f"following the {scenario} run failed: {error!r}") from error
+        missing = [run["scenario"] for run in runs if run["scenario"] not in results]
+        if missing:
+            raise TimeoutError(f"the runs of {', '.join(missing)} were not followed to their end")
+    finally:
+        if faults:
+            sandbox.set_faults(**{name: None for name in faults if not name.endswith("_count")})
+    return [incident_report(stack, run["scenario"], run["dag_run_id"], results[run["scenario"]]["followed"],
+                            via="sns", intake=run["intake"], check_mode=False, answer_via=answer_via,
+                            started=begun, finished=results[run["scenario"]]["finished"],
+                            records_from=records_from, before=before, broken=broken)
+            for run in runs]

@@ -60,11 +60,12 @@ class AwsClients:
     cloudwatch: Any
     logs: Any
     ssm: Any
+    s3: Any
 
     @classmethod
     def create(cls, endpoint: str, region: str = AWS_REGION) -> AwsClients:
         session = boto3_session(region)
-        names = ("ec2", "ecs", "elbv2", "rds", "cloudwatch", "logs", "ssm")
+        names = ("ec2", "ecs", "elbv2", "rds", "cloudwatch", "logs", "ssm", "s3")
         clients = {name: session.client(name, endpoint_url=endpoint) for name in names}
         return cls(endpoint=endpoint, region=region, **clients)
 

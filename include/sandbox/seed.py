@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from .aws import AwsClients
 
-__all__ = ["Names", "SeedResult", "baseline_metrics", "metric_data", "names_for", "seed"]
+__all__ = ["Names", "SeedResult", "artifacts_bucket_name", "baseline_metrics", "metric_data", "names_for", "seed"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class Names:
     log_groups: dict[str, str]
     flags: dict[str, str]
     alarms: tuple[tuple[str, str], ...]
+    # The bucket INCIDENT_OPS_ARTIFACTS_URL points at in production (s3://<bucket>/incident-ops).
+    artifacts_bucket: str = ""
 
     @property
     def backend(self) -> ServiceNames:
@@ -117,7 +119,14 @@ def names_for(runbook: Any, env_name: str = "production", index: int = 0) -> Nam
         log_groups=dict(env.log_groups),
         flags=dict(env.feature_flags),
         alarms=tuple((alarm.name, alarm.service) for alarm in env.alarms),
+        artifacts_bucket=artifacts_bucket_name(env.cluster),
     )
+
+
+def artifacts_bucket_name(cluster: str) -> str:
+    """The artifacts bucket of an environment, named after its cluster like the other resources."""
+    return f"{cluster}-incident-artifacts"
+
 
 
 @dataclass
@@ -160,6 +169,7 @@ def _seed_environment(aws: AwsClients, n: Names) -> SeedResult:
     fresh_logs = _log_groups(aws, n, result)
     _alarms(aws, n, result)
     _flags(aws, n, result)
+    _artifacts_bucket(aws, n, result)
     if fresh_logs:
         now = time.time()
         _baseline_logs(aws, n, now)
@@ -563,6 +573,23 @@ def _flags(aws: AwsClients, n: Names, result: SeedResult) -> None:
                 Description=f"PeopleBooster feature flag {flag} ({n.env_name})",
             )
             result.created.append(f"ssm parameter {path}")
+
+
+def _artifacts_bucket(aws: AwsClients, n: Names, result: SeedResult) -> None:
+    """The artifacts bucket: in the environment's region, public access blocked, tagged."""
+    try:
+        aws.s3.head_bucket(Bucket=n.artifacts_bucket)
+        return
+    except ClientError:
+        pass
+    create: dict[str, Any] = {"Bucket": n.artifacts_bucket}
+    if n.region != "us-east-1":  # S3 refuses the constraint for us-east-1 and requires it elsewhere
+        create["CreateBucketConfiguration"] = {"LocationConstraint": n.region}
+    aws.s3.create_bucket(**create)
+    aws.s3.put_public_access_block(Bucket=n.artifacts_bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    aws.s3.put_bucket_tagging(Bucket=n.artifacts_bucket, Tagging={"TagSet": _tags(n.artifacts_bucket, n.env_name)})
+    result.created.append(f"s3 bucket {n.artifacts_bucket}")
 
 
 # --- metrics -----------------------------------------------------------------------------------

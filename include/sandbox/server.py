@@ -198,6 +198,8 @@ def start_sandbox(
             "ca_bundle": str(certs.ca_bundle.resolve()),
             "pid": os.getpid(),
             "region": region,
+            # the automation's artifacts bucket in moto (INCIDENT_OPS_ARTIFACTS_URL=s3://<it>/<prefix>)
+            "artifacts_bucket": ctx.names.artifacts_bucket,
             "state_dir": str(state_dir.resolve()),
             "health_url": f"{http}/pb/health",
             "api_base_url": f"{http}/pb",

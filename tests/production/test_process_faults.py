@@ -1,7 +1,7 @@
 """Fault tolerance of the production shape (issue 8): processes die in the middle of an incident.
 
-One `DistributedStack` (CeleryExecutor + PostgreSQL + Redis, as `test_distributed.py`) serves both
-tests; each drives a real incident through it (`run_incident`: the sandbox delivers the alarm as SNS,
+One `DistributedStack` (CeleryExecutor + PostgreSQL + Redis, as `test_distributed.py`) serves every
+test; each drives a real incident through it (`run_incident`: the sandbox delivers the alarm as SNS,
 people's parts are played through the REST API and the PagerDuty stand-in) while the test injects a
 process fault, then checks what survived:
 
@@ -20,8 +20,11 @@ process fault, then checks what survived:
    new scheduler is started. Survives: the run succeeds, the running step finished as its first try
    (not reset and run again), the page was sent once, the declaration posted once per channel, the
    rollback dispatched once, the ledger recovered with one `notified` and one `declared` event.
+3. **Slack is down on the first tries.** Another deploy incident with the sandbox's Slack answering
+   HTTP 500 to the first requests. Survives: the run succeeds, every declaration and notice is posted
+   exactly once per channel, the page is sent once, the ledger has one `notified` event.
 
-About 4.5 minutes on 2 cores (1.5 to start the stack, then about 1.5 and 1 per test).
+About 6 minutes on 2 cores (1.5 to start the stack, then about 1.5, 1 and 1.5 per test).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from scripts.distributed import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, Distrib
 from scripts.incident_runner import DAG_ID, AirflowApi, run_incident
 from tests.conftest import require_service
 
-# About 4.5 min for both; per test the stack's start (first) and an incident of up to RUN_TIMEOUT + 60 s.
+# About 6 min for the three; per test the stack's start (first) and an incident of up to RUN_TIMEOUT + 60 s.
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(900)]
 
 SCENARIO = "deploy"
@@ -53,6 +56,7 @@ HEARTBEAT_TIMEOUT = 30  # seconds without a task heartbeat before the scheduler 
 # a live task heartbeats every 5 s, so a loaded 2-core machine keeps a wide margin)
 GITHUB_DELAY = 25  # seconds the sandbox keeps a rollback.yml run in progress (default 3)
 RUN_TIMEOUT = 360
+SLACK_FAILURES = 2  # Slack requests answered HTTP 500 before Slack is back (test 3)
 DISPATCH_PATH = re.compile(r"/actions/workflows/rollback\.yml/dispatches$")
 RUN_PATH = re.compile(r"/actions/runs/\d+$")
 
@@ -330,3 +334,52 @@ def test_a_scheduler_restarted_mid_run_loses_nothing_and_repeats_nothing(stack: 
     step = next(e for e in observed["ledger"]["events"] if e["kind"] == "action")
     assert "found_by" not in step["data"]["details"], step["data"]  # the one try dispatched it itself
     check_nothing_done_twice(observed)
+
+
+def test_slack_down_on_the_first_tries_posts_once_and_pages_once(stack: DistributedStack) -> None:
+    """Injected: the sandbox's Slack answers HTTP 500 to the first SLACK_FAILURES requests of the
+    incident (channel creation, declarations, notices: whichever come first, from whichever task);
+    the Celery tasks retry. Survives: the run succeeds, every Slack post (idempotency key) exists once,
+    the declaration once in #dev-team and once in the incident channel, one page, one `notified`."""
+    api = AirflowApi(stack.base_url)
+    try:
+        report = run_incident(stack, SCENARIO, faults={"slack": 500, "slack_count": SLACK_FAILURES},
+                              say=lambda _: None, timeout=RUN_TIMEOUT)
+        sandbox = stack.sandbox_client()
+        observed = {
+            "report": report,
+            "slack": sandbox.slack_messages(),
+            "slack_records": sandbox.records(service="slack"),
+            "pagerduty": sandbox.pagerduty_events(),
+            "ledger": ledger_view(stack, report["incident_id"]) if report["incident_id"] else None,
+            "task_instances": api.task_instances(DAG_ID, report["dag_run_id"]),
+        }
+        if report["dag_run_state"] != "success":
+            observed["logs"] = stack.log_tails()
+    except Exception as exc:  # noqa: BLE001 - reported with the components' logs
+        pytest.fail(f"{type(exc).__name__}: {exc}\n{stack.log_tails()}")
+    report = observed["report"]
+    incident_id = report["incident_id"]
+    assert report["dag_run_state"] == "success", (report["tasks"], observed.get("logs"))
+    assert report["healthy"], report["health"]
+
+    # Slack really was down at first: the first requests were answered 500, later ones 200.
+    served = [r["status"] for r in observed["slack_records"]]
+    assert [r["fault"] for r in observed["slack_records"]].count(500) == SLACK_FAILURES, served
+    assert served[:SLACK_FAILURES] == [500] * SLACK_FAILURES and 200 in served, served
+
+    # Every post once per idempotency key; the declaration once per channel (#dev-team, the incident's).
+    keys = Counter((m.get("metadata") or {}).get("event_payload", {}).get("key") for m in observed["slack"])
+    keys.pop(None, None)
+    assert keys and all(n == 1 for n in keys.values()), {k: n for k, n in keys.items() if n > 1}
+    declarations = [m for m in observed["slack"]
+                    if ((m.get("metadata") or {}).get("event_payload") or {}).get("key", "").startswith(
+                        f"{incident_id}:declaration:")]
+    assert len(declarations) == 2 and len({m["channel_id"] for m in declarations}) == 2, declarations
+
+    # One page (and its resolve), one `notified` in the ledger, the incident recovered.
+    actions = Counter(e["event_action"] for e in observed["pagerduty"] if e["dedup_key"] == incident_id)
+    assert actions["trigger"] == 1 and actions["resolve"] == 1, observed["pagerduty"]
+    kinds = Counter(e["kind"] for e in observed["ledger"]["events"])
+    assert kinds["notified"] == 1 and kinds["declared"] == 1, kinds
+    assert observed["ledger"]["incident"]["status"] == "recovered", observed["ledger"]["incident"]

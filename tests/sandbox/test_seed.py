@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from sandbox.seed import seed
 from sandbox.server import Sandbox
 
@@ -85,3 +86,39 @@ def test_staging_seeds_alongside(sb: Sandbox, aws: Aws, runbook: Any) -> None:
     service = aws.ecs.describe_services(cluster=env.cluster, services=[env.services["backend"].ecs_service])["services"][0]
     assert service["desiredCount"] == env.services["backend"].min_desired_count
     assert aws.ssm.get_parameter(Name=env.feature_flags["external_fallback"])["Parameter"]["Value"] == "off"
+
+
+def test_the_artifacts_bucket_is_seeded_private_and_emptied_by_a_reset(sb: Sandbox, aws: Aws, runbook: Any) -> None:
+    """The bucket INCIDENT_OPS_ARTIFACTS_URL points at (`s3://<bucket>/<prefix>`), named after the
+    cluster and announced in the endpoints; a reset wipes moto and seeds it again, empty."""
+    bucket = f"{runbook.environment('production').cluster}-incident-artifacts"
+    assert sb.endpoints["artifacts_bucket"] == bucket
+    assert bucket in {b["Name"] for b in aws.s3.list_buckets()["Buckets"]}
+    assert aws.s3.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "ap-northeast-1"
+    block = aws.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()), block
+    aws.s3.put_object(Bucket=bucket, Key="incident-ops/x.txt", Body=b"x")
+    sb.client.reset()
+    assert aws.s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_object_storage_writes_into_the_bucket_through_the_aws_connection(
+    sb: Sandbox, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a Celery worker does with INCIDENT_OPS_ARTIFACTS_URL=s3://…: Airflow's ObjectStoragePath
+    (the amazon provider's s3fs file system) with aws_default as the stacks build it (moto's endpoint
+    in the connection's extra)."""
+    from incident_ops import artifacts
+    from scripts.incident_runner import sandbox_connections
+
+    for name, value in sandbox_connections(sb.endpoints).items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    bucket = sb.endpoints["artifacts_bucket"]
+    monkeypatch.setenv(artifacts.ARTIFACTS_URL_ENV, f"s3://{bucket}/run-1")
+    url = artifacts.write_text(artifacts.artifact("incidents", "INC-1", "evidence.json"), '{"ok": true}')
+    assert url == f"s3://{bucket}/run-1/incidents/INC-1/evidence.json"
+    assert artifacts.read_text(url) == '{"ok": true}' and artifacts.exists(url)
+    body = aws.s3.get_object(Bucket=bucket, Key="run-1/incidents/INC-1/evidence.json")["Body"].read()
+    assert body == b'{"ok": true}'
