@@ -6,7 +6,8 @@ ledger has already raised it), once per incident and severity (run id
 `escalate__<incident id>__<severity>`); a person may trigger it from the UI as well.
 
 1. **wait_for_first_notice** — until the incident's own run has sent its first notices and opened
-   its channel (reschedule mode: no worker held), so nothing is told twice and nobody is missed.
+   its channel (deferred to the triggerer: no worker held; at most 30 min, then the run fails), so
+   nothing is told twice and nobody is missed.
 2. **raise_severity** — the new level's escalation path, minus what was already delivered (e.g.
    P2 → P1 adds the CTO's phone call through PagerDuty), PagerDuty updated under the same dedup key,
    a note in the incident channel, and the declaration when the incident is now P1/P2 and was not
@@ -18,12 +19,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
-from airflow.sdk import Param, PokeReturnValue, dag, task
+from airflow.sdk import Param, dag, task
 
 from incident_ops.core.runbook import SEVERITIES
 from incident_ops.notifiers.dag_failure import DagFailureNotifier
 from incident_ops.notifiers.long_running import stuck_run_alert
 from incident_ops.params import INCIDENT_ID_PATTERN
+from incident_ops.sensors.first_notice import FirstNoticeSensor
 
 
 @dag(
@@ -49,19 +51,15 @@ from incident_ops.params import INCIDENT_ID_PATTERN
     },
 )
 def incident_escalate() -> None:
-    @task.sensor(poke_interval=5, timeout=30 * 60, mode="reschedule")
-    def wait_for_first_notice(params: dict | None = None) -> PokeReturnValue:
-        from incident_ops.flows.escalation import first_notice_sent
-
-        return PokeReturnValue(is_done=first_notice_sent(params["incident_id"]))
-
     @task
     def raise_severity(params: dict | None = None) -> dict:
         from incident_ops.flows.escalation import raise_severity
 
         return raise_severity(params["incident_id"], params["severity"])
 
-    wait_for_first_notice() >> raise_severity()
+    wait_for_first_notice = FirstNoticeSensor(task_id="wait_for_first_notice", incident_id="{{ params.incident_id }}",
+                                              timeout_seconds=30 * 60)
+    wait_for_first_notice >> raise_severity()
 
 
 incident_escalate_dag = incident_escalate()

@@ -181,3 +181,24 @@ def test_the_wait_trigger_is_importable_from_plugins() -> None:
     module, _, name = path.rpartition(".")
     assert getattr(importlib.import_module(module), name) is ProviderStatusTrigger
     assert ProviderStatusTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_the_acknowledgement_and_first_notice_waits_are_deferrable_sensors(parsed: dict) -> None:
+    """Both waits defer to the triggerer; a skipped `wait_for_ack` (nobody acknowledged by the deadline)
+    still runs the escalation (all done), and the raise waits for the first notices (all success)."""
+    import importlib
+
+    from incident_ops.triggers.incident_waits import AcknowledgementTrigger, FirstNoticeTrigger
+
+    detect = parsed["files"]["incident_response.py"]["dags"]["incident_response"]["structure"]
+    assert detect["detect.wait_for_ack"]["operator"] == "AcknowledgementSensor"
+    escalate = detect["detect.escalate_unacknowledged"]
+    assert escalate["trigger_rule"] == "all_done" and "detect.wait_for_ack" in escalate["upstream"]
+    raise_dag = parsed["files"]["incident_escalate.py"]["dags"]["incident_escalate"]["structure"]
+    assert raise_dag["wait_for_first_notice"]["operator"] == "FirstNoticeSensor"
+    assert raise_dag["raise_severity"] == {"operator": "_PythonDecoratedOperator", "trigger_rule": "all_success",
+                                           "upstream": ["wait_for_first_notice"]}
+    for trigger in (AcknowledgementTrigger("INC-1", "production", deadline=1.0), FirstNoticeTrigger("INC-1", deadline=1.0)):
+        path, kwargs = trigger.serialize()
+        module, _, name = path.rpartition(".")
+        assert getattr(importlib.import_module(module), name) is type(trigger)

@@ -1,6 +1,7 @@
 """AcknowledgementSensor: how long it waits for someone to start the response before the escalation
-takes over. Airflow's own sensor loop runs (reschedule mode), with the ledger on SQLite and no
-PagerDuty; only the task instance's first-poke time is given by the test."""
+takes over. It looks once, then defers to `AcknowledgementTrigger` (tests/triggers/test_incident_waits.py
+runs the trigger); its resumption maps the trigger's event to the XCom value or a skip (soft fail). The
+ledger is on SQLite, PagerDuty absent unless a test gives one."""
 
 from __future__ import annotations
 
@@ -9,25 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 from incident_ops.core.ledger import Ledger
 from incident_ops.flows import incident as incident_flow
-from incident_ops.sensors.acknowledgement import AcknowledgementSensor, seconds_until
+from incident_ops.sensors.acknowledgement import DEFER_GRACE_SECONDS, AcknowledgementSensor, seconds_until
+from incident_ops.triggers.incident_waits import AcknowledgementTrigger
 
 
 class NoPagerDuty:
     pager = None
-
-
-class FirstPoke:
-    """The task instance, as far as a reschedule-mode sensor asks: when it first poked."""
-
-    def __init__(self, at: dt.datetime) -> None:
-        self.at = at
-
-    def get_first_reschedule_date(self, context: Any) -> dt.datetime:
-        return self.at
 
 
 @pytest.fixture
@@ -54,45 +46,82 @@ def open_incident(ledger: Ledger, now: dt.datetime, severity: str, detected_minu
             "response_deadline": incident_flow.current_response_deadline({"id": record["id"]}).isoformat()}
 
 
-def poke_once(incident: dict[str, Any], first_poke: dt.datetime) -> type[Exception]:
-    sensor = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
-    with pytest.raises((AirflowRescheduleException, AirflowSkipException)) as raised:
-        sensor.execute({"ti": FirstPoke(first_poke)})
-    return raised.type
+def sensor(incident: dict[str, Any]) -> AcknowledgementSensor:
+    return AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
 
 
-def test_keeps_waiting_until_the_deadline_counted_from_the_first_poke(ledger: Ledger, now: dt.datetime) -> None:
-    # P1 (15 min): detected 10 min ago, first poke 1 min after; 5 min are left, 9 have run. The wait
-    # lasts to the deadline, not to the midpoint between first poke and deadline.
+def deferred(incident: dict[str, Any]) -> TaskDeferred:
+    with pytest.raises(TaskDeferred) as raised:
+        sensor(incident).execute({})
+    return raised.value
+
+
+def test_not_acknowledged_it_defers_until_the_deadline_of_the_severity(ledger: Ledger, now: dt.datetime) -> None:
+    # P1 (15 min): detected 10 min ago, 5 min left. The wait is the triggerer's, to that deadline.
     incident = open_incident(ledger, now, "P1", detected_minutes_ago=10)
-    assert poke_once(incident, first_poke=now - dt.timedelta(minutes=9)) is AirflowRescheduleException
+    deferral = deferred(incident)
+    trigger = deferral.trigger
+    assert isinstance(trigger, AcknowledgementTrigger)
+    deadline = incident_flow.current_response_deadline(incident)
+    assert (trigger.incident_id, trigger.environment, trigger.deadline) == (incident["id"], "production",
+                                                                              deadline.timestamp())
+    assert trigger.poll < trigger.pagerduty_poll  # the ledger often, PagerDuty as the fallback
+    assert deferral.method_name == "execute_complete"
+    # Airflow ends a lost trigger's wait only after the deadline (then the sensor is skipped, below).
+    left = seconds_until(deadline, now)
+    assert left < deferral.timeout.total_seconds() <= left + DEFER_GRACE_SECONDS
 
 
-def test_past_the_deadline_it_is_skipped_for_the_escalation(ledger: Ledger, now: dt.datetime) -> None:
-    incident = open_incident(ledger, now, "P1", detected_minutes_ago=16)
-    assert poke_once(incident, first_poke=now - dt.timedelta(minutes=15)) is AirflowSkipException
-
-
-def test_an_acknowledgement_in_the_ledger_ends_the_wait(ledger: Ledger, now: dt.datetime) -> None:
-    incident = open_incident(ledger, now, "P1", detected_minutes_ago=16)
+def test_already_acknowledged_it_returns_at_once_without_deferring(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=1)
     ledger.acknowledge(incident["id"], now, "tanaka")
-    sensor = AcknowledgementSensor(task_id="wait_for_ack", incident=incident)
-    found = sensor.execute({"ti": FirstPoke(now - dt.timedelta(minutes=15))})
+    found = sensor(incident).execute({})
     assert (found["by"], found["source"]) == ("tanaka", "ledger")
 
 
+def test_past_the_deadline_it_is_skipped_at_once_for_the_escalation(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=16)
+    with pytest.raises(AirflowSkipException, match="escalation takes over"):
+        sensor(incident).execute({})
+
+
+def test_acknowledged_past_the_deadline_still_counts(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=16)
+    ledger.acknowledge(incident["id"], now, "tanaka")
+    assert sensor(incident).execute({})["by"] == "tanaka"
+
+
 def test_a_raised_severity_shortens_the_wait(ledger: Ledger, now: dt.datetime) -> None:
-    # P2 (30 min), detected 20 min ago: still waiting. A P1 alarm joins it (the ledger raises the
+    # P2 (30 min), detected 20 min ago: it defers. A P1 alarm joins it (the ledger raises the
     # severity): P1's 15 min have passed, so the escalation takes over now.
     incident = open_incident(ledger, now, "P2", detected_minutes_ago=20)
-    first_poke = now - dt.timedelta(minutes=19)
-    assert poke_once(incident, first_poke) is AirflowRescheduleException
+    assert deferred(incident).trigger.deadline == incident_flow.current_response_deadline(incident).timestamp()
     record = ledger.get(incident["id"])
     ledger.open_or_join(fingerprint=record["fingerprint"], severity="P1", symptom="s", title="t",
                         service="backend", environment="production", reporter="webhook", at=now,
                         occurrence_key="raise")
     assert ledger.get(incident["id"])["severity"] == "P1"
-    assert poke_once(incident, first_poke) is AirflowSkipException
+    with pytest.raises(AirflowSkipException):
+        sensor(incident).execute({})
+
+
+def test_resumed_with_the_acknowledgement_it_returns_it_as_its_xcom_value(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=1)
+    found = {"by": "tanaka", "at": now.isoformat(), "source": "ledger"}
+    assert sensor(incident).execute_complete({}, event={"acknowledged": found}) == found
+
+
+def test_resumed_at_the_deadline_it_is_skipped_for_the_escalation(ledger: Ledger, now: dt.datetime) -> None:
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=15)
+    with pytest.raises(AirflowSkipException, match=incident["id"]):
+        sensor(incident).execute_complete({}, event={"timeout": True, "deadline": now.isoformat()})
+
+
+def test_a_lost_trigger_past_airflows_timeout_is_skipped_too(ledger: Ledger, now: dt.datetime) -> None:
+    # The triggerer never answered: Airflow resumes the task with __fail__ (trigger timeout).
+    incident = open_incident(ledger, now, "P1", detected_minutes_ago=15)
+    with pytest.raises(AirflowSkipException):
+        sensor(incident).resume_execution("__fail__", {"error": "Trigger timeout"}, {})
 
 
 class AcknowledgedInPagerDuty:

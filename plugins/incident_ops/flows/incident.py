@@ -341,13 +341,14 @@ def notify_responders(incident: dict[str, Any], *, unacknowledged: bool = False)
     return report.to_dict()
 
 
-def acknowledgement(incident: dict[str, Any]) -> dict[str, Any] | None:
-    """Who started the response, from the ledger or PagerDuty (recorded in the ledger when found)."""
+def acknowledgement(incident: dict[str, Any], *, ask_pagerduty: bool = True) -> dict[str, Any] | None:
+    """Who started the response, from the ledger or PagerDuty (recorded in the ledger when found).
+    `ask_pagerduty=False`: the ledger only (the acknowledgement wait's frequent, cheap look)."""
     ledger = Ledger()
     record = ledger.get(incident["id"])
     if record.get("acknowledged_at"):
         return {"by": record.get("acknowledged_by"), "at": _iso(record["acknowledged_at"]), "source": "ledger"}
-    if not was_paged(ledger, incident["id"]):
+    if not ask_pagerduty or not was_paged(ledger, incident["id"]):
         return None  # not paged (P4, a P3 in business hours): no PagerDuty incident to acknowledge
     pager = services_for(incident["environment"]).pager
     if pager is None or pager.rest is None:

@@ -6,43 +6,65 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
-__all__ = ["AcknowledgementSensor", "seconds_until"]
+from incident_ops.triggers.incident_waits import AcknowledgementTrigger
+
+__all__ = ["DEFER_GRACE_SECONDS", "AcknowledgementSensor", "seconds_until"]
+
+# How long past its deadline a deferred wait may stay deferred before Airflow ends it itself (the
+# triggerer down): the trigger fires at the deadline; this only bounds a lost trigger.
+DEFER_GRACE_SECONDS = 120.0
 
 
 def seconds_until(deadline: dt.datetime, start: dt.datetime) -> float:
-    """The sensor's timeout: from `start` (its first poke) to the deadline, at least one second."""
+    """The time left from `start` to the deadline, at least one second."""
     return max((deadline - start).total_seconds(), 1.0)
 
 
 class AcknowledgementSensor(BaseSensorOperator):
-    """Pokes PagerDuty and the ledger in reschedule mode (no worker slot held between pokes) until
-    someone acknowledged or the severity's response-start deadline passes; then it is skipped
-    (soft fail) and the escalation task takes over. Acknowledge in PagerDuty, or from the Airflow UI
-    with the `incident_acknowledge` DAG."""
+    """Waits, deferred to the triggerer (no worker slot held), until someone acknowledged or the
+    response-start deadline of the severity the incident has now passes (a later, higher alarm
+    shortens it); then it is skipped (soft fail) and the escalation task takes over. Acknowledge in
+    PagerDuty (its webhook records it in the ledger), or from the Airflow UI with the
+    `incident_acknowledge` DAG.
+
+    `execute` looks once (ledger, then PagerDuty): already acknowledged, it returns at once; past the
+    deadline, it is skipped at once; else it defers to `AcknowledgementTrigger`, which reads the ledger
+    every `poll` seconds and PagerDuty every `pagerduty_poll` seconds. XCom: {"by", "at", "source"}.
+    """
 
     template_fields: Sequence[str] = ("incident",)
 
-    def __init__(self, *, incident: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "reschedule")
+    def __init__(self, *, incident: Any, poll: float = 3.0, pagerduty_poll: float = 20.0, **kwargs: Any) -> None:
         kwargs.setdefault("soft_fail", True)
-        kwargs.setdefault("poke_interval", 15)
         super().__init__(**kwargs)
         self.incident = incident
+        self.poll = poll
+        self.pagerduty_poll = pagerduty_poll
 
-    def execute(self, context: Any) -> Any:
-        from incident_ops.flows.incident import current_response_deadline
-
-        # The deadline of the incident's severity now (a later, higher alarm shortens it), counted
-        # against the first poke: in reschedule mode Airflow measures the run from there.
-        deadline = current_response_deadline(self.incident)
-        first_poke = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
-        self.timeout = seconds_until(deadline, first_poke or dt.datetime.now(dt.UTC))
-        return super().execute(context)
-
-    def poke(self, context: Any) -> PokeReturnValue:
-        from incident_ops.flows.incident import acknowledgement
+    def execute(self, context: Any) -> dict[str, Any]:
+        from incident_ops.flows.incident import acknowledgement, current_response_deadline
 
         found = acknowledgement(self.incident)
-        return PokeReturnValue(is_done=found is not None, xcom_value=found)
+        if found is not None:
+            return found
+        deadline = current_response_deadline(self.incident)
+        now = dt.datetime.now(dt.UTC)
+        if deadline <= now:
+            raise AirflowSkipException(f"nobody acknowledged {self.incident['id']} by {deadline.isoformat()}; "
+                                       "the escalation takes over")
+        self.defer(
+            trigger=AcknowledgementTrigger(self.incident["id"], self.incident["environment"],
+                                           deadline=deadline.timestamp(), poll=self.poll,
+                                           pagerduty_poll=self.pagerduty_poll),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=seconds_until(deadline, now) + DEFER_GRACE_SECONDS),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("acknowledged"):
+            return event["acknowledged"]
+        raise AirflowSkipException(f"nobody acknowledged {self.incident['id']} by {event.get('deadline')}; "
+                                   "the escalation takes over")
