@@ -247,3 +247,21 @@ def test_an_unknown_urgency_is_a_failed_notice() -> None:
     page = {**notice("oncall", "pagerduty", [ONCALL], severity="P3"), "urgency": "medium"}
     report = deliver([page], pager=RecordingPager(), emergency_email=EMERGENCY)
     assert not report.ok and "unknown urgency 'medium'" in report.results[0]["error"]
+
+
+def test_the_emergency_email_reads_as_typed_not_as_slack_markup(
+    fake_slack: FakeSlack, slack: IncidentSlack, smtp: tuple[SmtpSink, int], mailer: Any
+) -> None:
+    # The notices' text is Slack mrkdwn: a reporter's `<b> & c` escaped, mentions as ids, links in <…|…>.
+    slack_text = ("<!channel> <@U0ENG0001> 【P1インシデント発生】\n症状: a &lt;b&gt; &amp; c\n"
+                  "ログ: <https://logs.example.com/x?a=1&amp;b=2|エラーログ>")
+    fake_slack.down = True
+    plan = [{**notice("oncall", "slack", [ONCALL], channel="C1"), "text": slack_text}]
+
+    report = deliver(plan, slack=slack, email_sender=mailer, emergency_email=EMERGENCY)
+
+    assert report.email_fallback_used and report.email_fallback_ok
+    body = smtp[0].messages[0].get_content().replace("\r\n", "\n")
+    assert "@channel @田中 【P1インシデント発生】\n症状: a <b> & c\n" in body
+    assert "ログ: エラーログ (https://logs.example.com/x?a=1&b=2)" in body
+    assert "&lt;" not in body and "&amp;" not in body and "<@" not in body and "<!" not in body

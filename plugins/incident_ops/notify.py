@@ -190,10 +190,22 @@ def _send_phone(
     return {"incident_id": incident["id"], "responders": asked}
 
 
+def _slack_names(notices: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Slack user id → name of the notices' recipients (the mentions of their text, in an e-mail)."""
+    return {
+        str(person["slack_user_id"]): str(person["name"])
+        for notice in notices for person in (notice.get("recipients") or [])
+        if isinstance(person, Mapping) and person.get("slack_user_id") and person.get("name")
+    }
+
+
 def _fallback_body(notices: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]]) -> str:
+    from incident_ops.core.messages import slack_to_plain
+
+    people = _slack_names(notices)
     texts: list[str] = []
     for notice in notices:
-        text = str(notice.get("text") or notice.get("summary") or "")
+        text = slack_to_plain(notice.get("text") or notice.get("summary") or "", people)
         if text and text not in texts:
             texts.append(text)
     from incident_ops.core.narrative import channel_label, target_label
@@ -272,7 +284,9 @@ def deliver(
                 if not to:
                     raise ValueError("an e-mail notice needs recipients with an email address")
                 subject = str(notice.get("summary") or f"[{notice.get('severity')}] {notice.get('dedup_key')}")
-                email_sender(to, subject, str(notice.get("text") or ""))
+                from incident_ops.core.messages import slack_to_plain
+
+                email_sender(to, subject, slack_to_plain(notice.get("text") or "", _slack_names([notice])))
                 result["to"] = to
             else:
                 raise ValueError(f"unknown channel {via!r}; expected slack, pagerduty, phone or email")

@@ -730,3 +730,21 @@ def test_an_alarm_storm_is_one_timeline_row_that_counts_it(runbook) -> None:
         "| 2026-11-28 00:37 | 対応開始 | 田中 太郎 | 対応開始 |",
         "| 2026-11-28 00:37 | 再検知 | 監視 | 同じ事象を579回再検知（00:37〜00:46、cloudwatch） |",
     ]
+
+
+@pytest.mark.parametrize(("slack_text", "plain"), [
+    ("a &lt;b&gt; &amp; c", "a <b> & c"),
+    ("&amp;lt; stays as typed", "&lt; stays as typed"),  # `&lt;` typed by someone, escaped once for Slack
+    ("<!channel> <!here> <!subteam^S1|@sre>", "@channel @here @sre"),
+    ("<@U0ENG0001> と <@U999>", "@田中 と @U999"),
+    ("<#C123|incident-20261201> <#C456>", "#incident-20261201 #C456"),
+    ("<https://x.example/a?b=1&amp;c=2|ログ> <https://y.example>", "ログ (https://x.example/a?b=1&c=2) https://y.example"),
+    ("改行\nそのまま", "改行\nそのまま"),
+])
+def test_slack_text_as_plain_text_for_email(slack_text: str, plain: str) -> None:
+    assert messages.slack_to_plain(slack_text, {"U0ENG0001": "田中"}) == plain
+
+
+def test_plain_text_round_trips_what_was_escaped_for_slack() -> None:
+    typed = "<!channel> a<b & <https://evil.example|click> &amp;"
+    assert messages.slack_to_plain(messages.slack_escape(typed)) == typed

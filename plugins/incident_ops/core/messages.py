@@ -15,6 +15,7 @@ Every time is an input: nothing here reads the clock.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +50,7 @@ __all__ = [
     "render_recovery",
     "markdown_escape",
     "slack_escape",
+    "slack_to_plain",
     "trusted",
 ]
 
@@ -77,6 +79,31 @@ def slack_escape(text: Any) -> str:
     """Text from outside (a symptom, a title, a reporter) made inert for Slack: `<!here>`, `<@U…>`
     and `<https://…|…>` show as typed; Slack decodes these three entities and nothing else."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_SLACK_ANGLE = re.compile(r"<([^<>]*)>")
+
+
+def _plain_angle(match: re.Match[str], people: Mapping[str, str]) -> str:
+    inner = match.group(1)
+    target, _, label = inner.partition("|")
+    if target.startswith("!"):  # <!channel>, <!here>, <!subteam^S123|@team>
+        return label or f"@{target[1:].split('^')[0]}"
+    if target.startswith("@"):  # <@U123>: the person's name when known
+        name = label or people.get(target[1:])
+        return f"@{name}" if name else target
+    if target.startswith("#"):  # <#C123|incident-20261201>
+        return f"#{label}" if label else target
+    return f"{label} ({target})" if label and label != target else target  # <https://…|label>
+
+
+def slack_to_plain(text: Any, people: Mapping[str, str] | None = None) -> str:
+    """Slack message text as plain text (the e-mail fallback): `<…>` links and mentions written out
+    (`people`: Slack user id → name, for `<@U…>`), then Slack's three entities decoded — so text from
+    outside, escaped for Slack, reads as typed."""
+    known = people or {}
+    plain = _SLACK_ANGLE.sub(lambda match: _plain_angle(match, known), str(text))
+    return plain.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def markdown_escape(text: Any) -> str:
