@@ -437,6 +437,25 @@ def follow_run(
             "acknowledged_via": acknowledged_via}
 
 
+def break_scenarios(stack: LocalStack, scenarios: Sequence[str], *, faults: dict[str, Any] | None = None,
+                    say: Callable[[str], None] = print) -> tuple[Any, int, dict[str, Any], dict[str, Any]]:
+    """Reset the sandbox, break each scenario, switch `faults` on. Returns the sandbox client, where its
+    request records of this incident start, and its state before and after the break."""
+    sandbox = stack.sandbox_client()
+    sandbox.reset()
+    records_from = len(sandbox.records())
+    before = sandbox.state()
+    for scenario in scenarios:
+        sandbox.break_scenario(scenario)
+    broken = sandbox.state()
+    names = ", ".join(repr(s) for s in scenarios)
+    say(f"injected scenario{'s' if len(scenarios) > 1 else ''} {names}: health {broken.get('health', {}).get('status')}")
+    if faults:
+        sandbox.set_faults(**faults)
+        say(f"faults on: {faults}")
+    return sandbox, records_from, before, broken
+
+
 def run_incident(
     stack: LocalStack,
     scenario: str,
@@ -466,16 +485,7 @@ def run_incident(
     via = via or ("rest" if check_mode else "sns")
     if via not in ("sns", "rest"):
         raise ValueError(f"via must be 'sns' or 'rest', got {via!r}")
-    sandbox = stack.sandbox_client()
-    sandbox.reset()
-    records_from = len(sandbox.records())
-    before = sandbox.state()
-    sandbox.break_scenario(scenario)
-    broken = sandbox.state()
-    say(f"injected scenario {scenario!r}: health {broken.get('health', {}).get('status')}")
-    if faults:
-        sandbox.set_faults(**faults)
-        say(f"faults on: {faults}")
+    sandbox, records_from, before, broken = break_scenarios(stack, [scenario], faults=faults, say=say)
     api = api_for(stack)
     started = time.monotonic()
     intake = None
@@ -584,17 +594,7 @@ def run_incidents(
     if len(set(scenarios)) != len(scenarios):
         raise ValueError(f"each scenario once: {list(scenarios)}")
     alarm_of = {**SCENARIO_ALARMS, **(alarms or {})}
-    sandbox = stack.sandbox_client()
-    sandbox.reset()
-    records_from = len(sandbox.records())
-    before = sandbox.state()
-    for scenario in scenarios:
-        sandbox.break_scenario(scenario)
-    broken = sandbox.state()
-    say(f"injected scenarios {', '.join(scenarios)}: health {broken.get('health', {}).get('status')}")
-    if faults:
-        sandbox.set_faults(**faults)
-        say(f"faults on: {faults}")
+    sandbox, records_from, before, broken = break_scenarios(stack, scenarios, faults=faults, say=say)
     begun = time.monotonic()
     runs: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}

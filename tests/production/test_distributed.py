@@ -18,10 +18,8 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from incident_ops.core.ledger import Ledger
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
 from incident_ops.services import AWS_CALL_LOG_VARIABLE
 from scripts.distributed import (
     DEFAULT_POSTGRES_URL,
@@ -32,6 +30,7 @@ from scripts.distributed import (
 )
 from scripts.incident_runner import DAG_ID, AirflowApi, run_incident
 from tests.conftest import require_service
+from tests.production.stacks import quick_runbook
 
 # About 3 min: the stack's start (its own waits add up to 15 min) and one incident (up to 10 min).
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(1200)]
@@ -42,12 +41,7 @@ POLICY_PATH = Path(__file__).resolve().parents[2] / "include" / "iam" / "inciden
 
 @pytest.fixture
 def fast_runbook(tmp_path: Path) -> Path:
-    """The project's runbook with a quicker verification (same rules, shorter waits)."""
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
-    data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
-    path = tmp_path / "peoplebooster.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
+    return quick_runbook(tmp_path)
 
 
 def _metadata_dag_runs(stack: DistributedStack, run_id: str) -> list[tuple[str, str]]:

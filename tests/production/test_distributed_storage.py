@@ -22,7 +22,6 @@ About 9 minutes on 2 cores (1.5 to start the stack, then about 2 and 4).
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -31,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
-from scripts.distributed import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, DistributedStack, processes_with_marker
+from scripts.distributed import DistributedStack
 from scripts.incident_runner import DAG_ID, AirflowApi, run_incident, run_incidents
-from tests.conftest import require_service
+from tests.production.stacks import module_stack, quick_runbook
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(1200)]
 
@@ -49,46 +46,20 @@ RUN_TIMEOUT = 600
 ALARMS = {"deploy": "peoplebooster-production-alb-5xx"}
 
 
-@pytest.fixture(scope="module")
-def runbook_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's runbook with quicker waits (same rules): verification, and the external wait."""
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+def quicker_waits(data: dict[str, Any]) -> None:
+    """Verification within 3 min, and the external wait's status checks every 6 s (same rules)."""
     data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 3}
     for scenario in data["scenarios"].values():
         for step in scenario["steps"]:
             if step.get("wait"):
                 step["wait"] = {"interval_minutes": 0.1, "max_minutes": 8}
-    path = tmp_path_factory.mktemp("runbook") / "peoplebooster.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, runbook_file: Path) -> Iterator[DistributedStack]:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    require_service("Redis", "127.0.0.1", 6379)
-    distributed = DistributedStack(
-        tmp_path_factory.mktemp("storage"),
-        postgres_url=os.environ.get("INCIDENT_OPS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
-        redis_url=DEFAULT_REDIS_URL, runbook=runbook_file,
-        workers=2, worker_concurrency=1, artifacts="s3",
-    )
-    failure = None
-    try:
-        distributed.start(say=lambda _: None)
-    except Exception as exc:  # noqa: BLE001 - reported with the components' logs once everything is stopped
-        failure = f"the stack did not start: {type(exc).__name__}: {exc}\n{distributed.log_tails()}"
-    try:
-        if failure is None:
-            yield distributed
-    finally:
-        distributed.stop()
-    if failure:
-        pytest.fail(f"{failure}\nteardown: {distributed.teardown}")
-    teardown = distributed.teardown
-    assert teardown is not None and teardown.clean, teardown
-    assert not [p.name for p in [*distributed.processes.values(), *distributed.retired] if p.group_alive()]
-    assert processes_with_marker(distributed.run_id) == []
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedStack]:
+    runbook = quick_runbook(tmp_path_factory.mktemp("runbook"), quicker_waits)
+    yield from module_stack(tmp_path_factory.mktemp("storage"), runbook=runbook,
+                            workers=2, worker_concurrency=1, artifacts="s3")
 
 
 def bucket_objects(stack: DistributedStack) -> dict[str, bytes]:

@@ -29,23 +29,19 @@ About 6 minutes on 2 cores (1.5 to start the stack, then about 1.5, 1 and 1.5 pe
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from incident_ops.core.ledger import Ledger
-from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
-from scripts.distributed import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, DistributedStack, processes_with_marker
+from scripts.distributed import DistributedStack
 from scripts.incident_runner import DAG_ID, AirflowApi, run_incident
-from tests.conftest import require_service
+from tests.production.stacks import module_stack, quick_runbook
 
 # About 6 min for the three; per test the stack's start (first) and an incident of up to RUN_TIMEOUT + 60 s.
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(900)]
@@ -65,46 +61,16 @@ RUN_PATH = re.compile(r"/actions/runs/\d+$")
 
 
 @pytest.fixture(scope="module")
-def fast_runbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's runbook with a quicker verification (same rules, shorter waits)."""
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
-    data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
-    path = tmp_path_factory.mktemp("runbook") / "peoplebooster.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, fast_runbook: Path) -> Iterator[DistributedStack]:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    require_service("Redis", "127.0.0.1", 6379)
-    postgres_url = os.environ.get("INCIDENT_OPS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    distributed = DistributedStack(
-        tmp_path_factory.mktemp("faults"), postgres_url=postgres_url, redis_url=DEFAULT_REDIS_URL,
-        runbook=fast_runbook, worker_concurrency=4,
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedStack]:
+    yield from module_stack(
+        tmp_path_factory.mktemp("faults"), runbook=quick_runbook(tmp_path_factory.mktemp("runbook")),
+        worker_concurrency=4,
         extra_env={
             # A task whose worker died is noticed after this long without a heartbeat, not 5 minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         },
     )
-    failure = None
-    try:
-        distributed.start(say=lambda _: None)
-    except Exception as exc:  # noqa: BLE001 - reported with the components' logs once everything is stopped
-        failure = f"the stack did not start: {type(exc).__name__}: {exc}\n{distributed.log_tails()}"
-    try:
-        if failure is None:
-            yield distributed
-    finally:
-        distributed.stop()
-    if failure:
-        pytest.fail(f"{failure}\nteardown: {distributed.teardown}")
-    # Killed, stopped and restarted components included: nothing of the run is left.
-    teardown = distributed.teardown
-    assert teardown is not None and teardown.clean, teardown
-    assert not [p.name for p in [*distributed.processes.values(), *distributed.retired] if p.group_alive()]
-    assert processes_with_marker(distributed.run_id) == []
 
 
 # --- helpers -----------------------------------------------------------------------------------------
