@@ -39,6 +39,7 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback, TriggerRule, dag, task, task_group
 
+from incident_ops.core.decisions import scenario_options
 from incident_ops.core.runbook import SCENARIOS, load_runbook
 from incident_ops.notifiers.dag_failure import DagFailureNotifier
 from incident_ops.notifiers.incident import IncidentFailureNotifier
@@ -88,9 +89,12 @@ def recovery_flow():
     return recovery
 
 
+# The choice's options in people's words (core.decisions.scenario_options refuses two alike).
+SCENARIO_OPTIONS = scenario_options(RUNBOOK, MANUAL_OPTION)
+
+
 def scenario_option(name: str) -> str:
-    scenario = RUNBOOK.scenarios[name]
-    return f"{name}: {scenario.label}（{scenario.remediation}）"
+    return SCENARIO_OPTIONS[name]
 
 
 @dag(

@@ -386,7 +386,7 @@ def follow_run(
                 continue
             options = detail.get("options") or []
             if task_id.endswith("choose_scenario"):
-                chosen = [next(o for o in options if o.startswith(f"{scenario}:"))]
+                chosen = [scenario_option(stack, scenario, options)]
             else:
                 chosen = ["Approve" if approve else "Reject"]
             fallback = None
@@ -435,6 +435,18 @@ def follow_run(
         raise TimeoutError(f"run {run_id} not finished within {timeout:.0f}s")
     return {"run": run, "tasks": seen, "incident_id": incident_id, "decisions": decisions,
             "acknowledged_via": acknowledged_via}
+
+
+def scenario_option(stack: LocalStack, scenario: str, options: Sequence[str]) -> str:
+    """The choice's option that starts `scenario` (the runbook's words for it, as the DAG builds them)."""
+    from incident_ops.core.decisions import scenario_options
+    from incident_ops.core.runbook import load_runbook
+
+    runbook = load_runbook(getattr(stack, "runbook", None))  # the stack's, else the project's
+    wanted = scenario_options(runbook, "")[scenario]
+    if wanted not in options:
+        raise RuntimeError(f"no option for scenario {scenario!r} among {list(options)}")
+    return wanted
 
 
 def break_scenarios(stack: LocalStack, scenarios: Sequence[str], *, faults: dict[str, Any] | None = None,

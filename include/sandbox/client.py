@@ -6,7 +6,7 @@
     client.set_faults(slack=429, slack_count=2)
     client.slack_messages(channel="incident-20260105")
     client.sns_publish("http://127.0.0.1:8080/incidents/webhooks/sns", {"AlarmName": "peoplebooster-production-alb-5xx"})
-    client.click_decision("recover.choose_scenario", "deploy: ...", user_id="U0TANAKA1")   # as Slack
+    client.click_decision("recover.choose_scenario", "デプロイ後の障害（ロールバックを実行）", user_id="U0TANAKA1")   # as Slack
     client.acknowledge("INC-20260105-001", user="PTANAKA")   # in PagerDuty: a signed v3 webhook follows
     client.deliveries("pagerduty")
 """

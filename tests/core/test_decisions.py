@@ -450,3 +450,21 @@ def test_a_missing_phrase_value_is_an_error() -> None:
         phrase("refusal.not_allowed")
     with pytest.raises(KeyError, match="no phrase"):
         phrase("no.such.phrase")
+
+
+def test_scenario_options_are_people_words_and_tell_the_scenarios_apart(runbook) -> None:
+    options = decisions.scenario_options(runbook, "手動対応（自動復旧なし）")
+    assert set(options) == set(runbook.scenarios)
+    assert options["deploy"] == "デプロイ後の障害（ロールバックを実行）"
+    assert not any(option.startswith(f"{name}:") for name in runbook.scenarios for option in options.values())
+
+
+def test_two_scenarios_that_would_read_alike_are_refused(runbook) -> None:
+    deploy = runbook.scenarios["deploy"]
+    resource = runbook.scenarios["resource"].model_copy(update={"label": deploy.label,
+                                                                 "remediation": deploy.remediation})
+    twin = runbook.model_copy(update={"scenarios": {**runbook.scenarios, "resource": resource}})
+    with pytest.raises(ValueError, match=r"scenarios\.resource: its choice reads like scenarios\.deploy's"):
+        decisions.scenario_options(twin, "手動対応（自動復旧なし）")
+    with pytest.raises(ValueError, match="the manual choice"):
+        decisions.scenario_options(runbook, decisions.scenario_option_label(runbook, "deploy"))

@@ -31,9 +31,10 @@ TANAKA = {"id": "U0TANAKA1", "name": "田中 太郎"}
 
 
 def option(name: str) -> str:
-    """The DAG's option (the HITL value, the button's value): keeps the scenario key."""
-    scenario = RUNBOOK.scenarios[name]
-    return f"{name}: {scenario.label}（{scenario.remediation}）"
+    """The DAG's option (the HITL value, the button's value): people's words, as the DAG builds it."""
+    from incident_ops.core.decisions import scenario_options
+
+    return scenario_options(RUNBOOK, "手動対応（自動復旧なし）")[name]
 
 
 def label(name: str) -> str:

@@ -19,6 +19,8 @@ import requests
 from sandbox.server import Sandbox
 from slack_sdk import WebClient
 
+from incident_ops.core.decisions import scenario_options
+from incident_ops.core.runbook import load_runbook
 from scripts import incident_runner
 from scripts.incident_runner import SANDBOX_SLACK_SIGNING_SECRET, follow_run
 
@@ -30,7 +32,8 @@ INCIDENT = "INC-20261201-009"
 RUN_ID = f"incident__{INCIDENT}"
 CHOOSE = "recover.choose_scenario"
 APPROVE = "recover.approve_rollback"
-SCENARIOS = ["deploy: 直前のデプロイを戻す", "resource: スケールアウト"]
+# The choice's options as the DAG builds them (the runbook's words).
+SCENARIOS = [scenario_options(load_runbook(), "手動対応（自動復旧なし）")[name] for name in ("deploy", "resource")]
 
 
 class FakeAirflow:

@@ -48,6 +48,7 @@ __all__ = [
     "outcome_on_timeout",
     "reminder_text",
     "scenario_option_label",
+    "scenario_options",
     "scenario_question",
     "scenario_subject",
     "timeout_notice_text",
@@ -137,9 +138,24 @@ def scenario_option_label(runbook: Runbook, name: str) -> str:
     return phrase("decision.scenario_option", plain=True, label=plan.label, remediation=plan.remediation)
 
 
+def scenario_options(runbook: Runbook, manual: str) -> dict[str, str]:
+    """{scenario name: the choice's option} — what the Airflow UI's Required Actions and the Slack
+    buttons show, so people words only; `manual` (手動対応) is the last choice. Two scenarios that
+    would read the same are refused, naming them (an option must say which scenario it starts)."""
+    options = {name: scenario_option_label(runbook, name) for name in runbook.scenarios}
+    seen: dict[str, str] = {manual: "the manual choice"}
+    for name, option in options.items():
+        if option in seen:
+            raise ValueError(f"scenarios.{name}: its choice reads like {seen[option]}'s ({option!r}); "
+                             "give it another label or remediation")
+        seen[option] = f"scenarios.{name}"
+    return options
+
+
 def option_label(option: str, runbook: Runbook | None = None) -> str:
     """What a person reads for a HITL option: 承認/却下 for the approval's fixed English options; a
-    scenario option (`deploy: デプロイ後の障害（…）`, the DAG's value) without its runbook key."""
+    scenario option as it is (`scenario_options`), or without its runbook key when it has one (runs
+    started before the options were people's words: `deploy: デプロイ後の障害（…）`)."""
     if option in (APPROVE, REJECT):
         return {APPROVE: "承認", REJECT: "却下"}[option]
     if runbook is not None:
