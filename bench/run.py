@@ -13,6 +13,7 @@ BENCH_PAGE_DELIVERIES (20), BENCH_PAGE_MODES (dag,intake) for `page` (alarm → 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -522,40 +523,55 @@ def _economy_by_scenario(stack: Any, scenarios: list[str], call_log: Path) -> No
         note(f"{scenario} PagerDuty calls: {dict(sorted(pagerduty.items()))}")
 
 
-def bench_live() -> None:
-    """Airflow standalone (SQLite, LocalExecutor) + the sandbox; alarms through the SNS webhook."""
+@contextlib.contextmanager
+def _local_stack(name: str, *, quick_verification: bool = False, extra_env: dict[str, str] | None = None,
+                 call_log: bool = False) -> Iterator[Any]:
+    """A LocalStack (Airflow standalone on SQLite + the sandbox) in a fresh state folder under state/,
+    started (figure `<name>_stack_start`), stopped and removed afterwards (BENCH_KEEP_STATE keeps it).
+    `quick_verification`: the runbook with a 2-answer health verification; `call_log`: the AWS calls
+    recorded at `stack.state_dir / "aws-calls.log"`."""
     from scripts.airflow_local import free_port_block
     from scripts.incident_runner import LocalStack
 
-    count = int(os.environ.get("BENCH_INCIDENTS", "20"))
-    scenarios = [s for s in os.environ.get("BENCH_SCENARIOS", "deploy,resource,database,external,security").split(",") if s]
-    state = Path(tempfile.mkdtemp(prefix="bench-stack-", dir=ROOT / "state" if (ROOT / "state").is_dir() else None))
-    call_log = state / "aws-calls.log"
-    import yaml
+    state = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=ROOT / "state" if (ROOT / "state").is_dir() else None))
+    env = dict(extra_env or {})
+    if call_log:
+        env["INCIDENT_OPS_AWS_CALL_LOG"] = str(state / "aws-calls.log")
+    runbook = None
+    if quick_verification:
+        import yaml
 
-    from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
+        from incident_ops.core.runbook import DEFAULT_RUNBOOK_PATH
 
-    data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
-    data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
-    runbook = state / "runbook.yaml"
-    runbook.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        data = yaml.safe_load(DEFAULT_RUNBOOK_PATH.read_text(encoding="utf-8"))
+        data["verification"] = {"consecutive_healthy": 2, "interval_seconds": 2, "timeout_minutes": 0.75}
+        runbook = state / "runbook.yaml"
+        runbook.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     base = free_port_block(4)
     stack = LocalStack(state, port=base + 3, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2},
-                       runbook=runbook, extra_env={"INCIDENT_OPS_AWS_CALL_LOG": str(call_log)})
+                       runbook=runbook, extra_env=env)
     started = time.monotonic()
     try:
         stack.start(say=lambda _: None)
-        figure("stack_start", time.monotonic() - started, "s")
+        figure(f"{name}_stack_start", time.monotonic() - started, "s")
+        yield stack
+    finally:
+        stack.stop()
+        if not os.environ.get("BENCH_KEEP_STATE"):
+            shutil.rmtree(state, ignore_errors=True)
+        else:
+            note(f"stack state kept in {state}")
+
+
+def bench_live() -> None:
+    """Airflow standalone (SQLite, LocalExecutor) + the sandbox; alarms through the SNS webhook."""
+    count = int(os.environ.get("BENCH_INCIDENTS", "20"))
+    scenarios = [s for s in os.environ.get("BENCH_SCENARIOS", "deploy,resource,database,external,security").split(",") if s]
+    with _local_stack("live", quick_verification=True, call_log=True) as stack:
         if count:
             _latency(stack, count)
         if scenarios:
-            _economy_by_scenario(stack, scenarios, call_log)
-    finally:
-        stack.stop()
-    if not os.environ.get("BENCH_KEEP_STATE"):
-        shutil.rmtree(state, ignore_errors=True)
-    else:
-        note(f"stack state kept in {state}")
+            _economy_by_scenario(stack, scenarios, stack.state_dir / "aws-calls.log")
 
 
 # --- 5. the page at once (webhooks/paging.py) -------------------------------------------------------
@@ -639,30 +655,80 @@ def _page_deliveries(stack: Any, mode: str, count: int) -> None:
 def bench_page() -> None:
     """Alarm → PagerDuty with the intake's page at once (`intake`) and without it (`dag`:
     INCIDENT_OPS_INTAKE_PAGE=off, the DAG alone pages, as before): a LocalStack each."""
-    from scripts.airflow_local import free_port_block
-    from scripts.incident_runner import LocalStack
-
     count = int(os.environ.get("BENCH_PAGE_DELIVERIES", "20"))
     modes = [m for m in os.environ.get("BENCH_PAGE_MODES", "dag,intake").split(",") if m]
     for mode in modes:
         if mode not in ("intake", "dag"):
             raise ValueError(f"BENCH_PAGE_MODES: {mode!r} is not intake or dag")
-        state = Path(tempfile.mkdtemp(prefix=f"bench-page-{mode}-",
-                                      dir=ROOT / "state" if (ROOT / "state").is_dir() else None))
-        base = free_port_block(4)
-        stack = LocalStack(state, port=base + 3, sandbox_ports={"aws": base, "http": base + 1, "https": base + 2},
-                           extra_env={"INCIDENT_OPS_INTAKE_PAGE": "on" if mode == "intake" else "off"})
-        started = time.monotonic()
-        try:
-            stack.start(say=lambda _: None)
-            figure(f"page_{mode}_stack_start", time.monotonic() - started, "s")
+        with _local_stack(f"page_{mode}", extra_env={"INCIDENT_OPS_INTAKE_PAGE": "on" if mode == "intake" else "off"}) as stack:
             _page_deliveries(stack, mode, count)
-        finally:
-            stack.stop()
-        if not os.environ.get("BENCH_KEEP_STATE"):
-            shutil.rmtree(state, ignore_errors=True)
-        else:
-            note(f"stack state kept in {state}")
+
+
+# --- 6. the acknowledgement wait (sensors/acknowledgement.py, triggers/incident_waits.py) ----------
+
+
+ACK_TASK = "detect.wait_for_ack"
+
+
+def _ack_waits(stack: Any, count: int) -> None:
+    """`count` P1 alarms; once the run's acknowledgement wait is deferred, the on-call engineer
+    acknowledges in the PagerDuty app (its signed v3 webhook records it in the ledger): seconds from
+    that tap to the wait's end (the task's end_date), and whether the wait held a worker slot."""
+    from scripts.incident_runner import DAG_ID, SCENARIO_ALARMS, AirflowApi
+
+    api = AirflowApi(stack.base_url)
+    sandbox = stack.sandbox_client()
+    ledger_url = f"sqlite:///{stack.state_dir / 'ledger.db'}"
+    latencies: list[float] = []
+    deferred_seen = 0
+    for n in range(count):
+        _close_open_incidents(ledger_url)
+        sandbox.reset()
+        time.sleep(1.0)
+        published = sandbox.sns_publish(stack.sns_webhook_url, {"AlarmName": SCENARIO_ALARMS["deploy"]})
+        intake = published.get("answer") or {}
+        if published.get("http_status") != 200 or intake.get("status") != "new":
+            raise RuntimeError(f"the SNS webhook did not open an incident: {published}")
+        incident_id, run_id = intake["incident_id"], intake["dag_run_id"]
+
+        def state_of(run_id: str = run_id) -> dict[str, Any]:
+            return next((ti for ti in api.task_instances(DAG_ID, run_id) if ti["task_id"] == ACK_TASK), {})
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and state_of().get("state") != "deferred":
+            time.sleep(0.2)
+        ti = state_of()
+        if ti.get("state") != "deferred":
+            note(f"ack {n + 1}: {ACK_TASK} is {ti.get('state')!r}, not deferred, after 120 s")
+            continue
+        deferred_seen += 1
+        time.sleep(4.0)  # past the trigger's first look: the wait is in its steady polling
+        tapped = time.time()
+        sandbox.acknowledge(incident_id)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and state_of().get("state") not in ("success", "failed", "skipped"):
+            time.sleep(0.2)
+        ti = state_of()
+        try:
+            api._request("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+        except RuntimeError as exc:
+            note(f"could not stop run {run_id}: {exc}")
+        if ti.get("state") != "success" or not ti.get("end_date"):
+            note(f"ack {n + 1}: {ACK_TASK} ended {ti.get('state')!r}")
+            continue
+        latencies.append(_parse_time(ti["end_date"]) - tapped)
+        note(f"ack {n + 1}/{count} {incident_id}: the wait ended {latencies[-1]:.2f} s after the tap")
+    _close_open_incidents(ledger_url)
+    figure("ack_waits_deferred", deferred_seen, "incidents")
+    figure("ack_tap_to_wait_end_p50", percentile(latencies, 50), "s")
+    figure("ack_tap_to_wait_end_p95", percentile(latencies, 95), "s")
+    figure("ack_tap_to_wait_end_max", max(latencies) if latencies else float("nan"), "s")
+
+
+def bench_ack() -> None:
+    """The acknowledgement wait, deferred: PagerDuty tap → the wait ends (BENCH_ACKS, default 10)."""
+    with _local_stack("ack") as stack:
+        _ack_waits(stack, int(os.environ.get("BENCH_ACKS", "10")))
 
 
 def _median_wall(command: list[str], runs: int) -> float:
@@ -704,6 +770,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "storm": bench_storm,
     "live": bench_live,
     "page": bench_page,
+    "ack": bench_ack,
 }
 
 

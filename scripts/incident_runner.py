@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -419,6 +420,11 @@ def follow_run(
             try:
                 api.answer_hitl(DAG_ID, run_id, task_id, chosen)
             except RuntimeError as exc:
+                if re.search(r"HTTP 5\d\d", str(exc)):
+                    # The API server failed (SQLite busy under load): still waiting, answered at the next
+                    # poll; if it did take the answer, the task is no longer listed as waiting.
+                    say(f"  (Airflow UI: answering {task_id} failed, trying again: {str(exc)[:160]})")
+                    continue
                 if "HTTP 409" not in str(exc) or key not in clicks:
                     raise
                 decisions.append(clicks[key]["record"])  # the click got there after all
@@ -435,6 +441,16 @@ def follow_run(
         raise TimeoutError(f"run {run_id} not finished within {timeout:.0f}s")
     return {"run": run, "tasks": seen, "incident_id": incident_id, "decisions": decisions,
             "acknowledged_via": acknowledged_via}
+
+
+def stop_run(api: AirflowApi, run_id: str, say: Callable[[str], None] = print) -> None:
+    """Mark a run that is still going failed (its tasks stop), as a person would in the UI; never raises."""
+    try:
+        if api.run(DAG_ID, run_id).get("state") not in TERMINAL_RUN_STATES:
+            api._request("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+            say(f"stopped run {run_id} (marked failed)")
+    except Exception as exc:  # noqa: BLE001 - best effort, the original failure is what matters
+        say(f"could not stop run {run_id}: {exc}")
 
 
 def scenario_option(stack: LocalStack, scenario: str, options: Sequence[str]) -> str:
@@ -513,8 +529,12 @@ def run_incident(
         else:
             run = api.trigger(DAG_ID, incident_conf(scenario, check_mode=check_mode))
             say(f"triggered {DAG_ID} run {run['dag_run_id']} through the REST API")
-        followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout, say=say,
-                              acknowledge=acknowledge, answer_via=answer_via, unanswered=unanswered)
+        try:
+            followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout,
+                                  say=say, acknowledge=acknowledge, answer_via=answer_via, unanswered=unanswered)
+        except BaseException:
+            stop_run(api, run["dag_run_id"], say)  # a run left going would act in the next incident
+            raise
     finally:
         if faults:
             sandbox.set_faults(**{name: None for name in faults if not name.endswith("_count")})

@@ -60,6 +60,16 @@ def runbook_data() -> dict[str, Any]:
     return copy.deepcopy(_runbook_yaml())
 
 
+@pytest.fixture(autouse=True)
+def _fresh_object_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow caches one file system per scheme and connection id for the process: a test that opened
+    `s3://` with one `aws_default` would hand its file system (its endpoint) to the next. Each test
+    starts with an empty cache (only when Airflow's storage module is loaded: the pure tests never do)."""
+    store = sys.modules.get("airflow.sdk.io.store")
+    if store is not None:
+        monkeypatch.setattr(store, "_STORE_CACHE", {})
+
+
 @pytest.fixture
 def postgres_url() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
