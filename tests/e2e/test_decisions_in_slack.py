@@ -69,7 +69,7 @@ def test_answered_in_slack_and_acknowledged_from_pagerduty(stack: LocalStack) ->
 
     # The tasks resumed with the person's name: the ledger says who chose and who approved.
     [chosen] = events(stack, incident_id, "scenario_chosen")
-    assert chosen["actor"] == oncall["name"] and chosen["data"]["chosen"].startswith("database:")
+    assert chosen["actor"] == oncall["name"] and chosen["data"]["scenario"] == "database"
     approvals = {e["data"]["step"]: e for e in events(stack, incident_id, "approval")}
     assert approvals["failover"]["actor"] == oncall["name"] and approvals["failover"]["data"]["chosen"] == "Approve"
     assert any(e["actor"] == oncall["name"] for e in events(stack, incident_id, "decision_answered"))
@@ -100,7 +100,7 @@ def test_nobody_answers_a_p1_the_suggestion_runs_only_its_auto_step(stack: Local
     assert report["dag_run_state"] == "success" and report["healthy"], report["tasks"]
     [chosen] = events(stack, incident_id, "scenario_chosen")
     assert chosen["data"]["timed_out"] and chosen["data"]["unattended"]
-    assert chosen["data"]["chosen"].startswith("external:")
+    assert chosen["data"]["scenario"] == "external"
     # the auto step changed production; nothing asked a person for it
     actions = {e["data"].get("step"): e for e in events(stack, incident_id, "action")}
     assert "fallback" in actions and actions["fallback"]["data"].get("changed")
@@ -136,7 +136,7 @@ def test_nobody_answers_a_step_that_is_not_auto_nothing_changes(stack: LocalStac
     assert report["severity"] == "P1"
     # the suggestion started unattended, its rollback asked for consent, nobody gave it
     [chosen] = events(stack, incident_id, "scenario_chosen")
-    assert chosen["data"]["unattended"] and chosen["data"]["chosen"].startswith("deploy:")
+    assert chosen["data"]["unattended"] and chosen["data"]["scenario"] == "deploy"
     [consent] = [e for e in events(stack, incident_id, "approval") if e["data"]["step"] == "rollback"]
     assert consent["data"]["timed_out"] and consent["data"]["chosen"] == "Reject"
     assert report["tasks"]["recover.deploy.rollback"] == "skipped"

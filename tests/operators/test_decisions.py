@@ -252,7 +252,8 @@ def test_a_choice_nobody_answered_starts_the_suggestion_unattended(ledger: Ledge
     [chosen] = events(ledger, incident_id, "scenario_chosen")
     assert chosen["idempotency_key"] == "scenario_chosen"
     assert chosen["message"] == f"シナリオ「{label('resource')}」を選択（回答なし: 既定値）"
-    assert chosen["data"] == {"chosen": option("resource"), "by": None, "timed_out": True, "unattended": True}
+    assert chosen["data"] == {"chosen": option("resource"), "scenario": "resource", "by": None, "timed_out": True,
+                              "unattended": True}
     # The message says what was done, and the dev lead is told.
     [update] = slack.updates
     assert f"既定値「{label('resource')}」を適用しました" in update["text"]
@@ -286,8 +287,8 @@ def test_a_persons_choice(ledger: Ledger, slack: DecisionSlack, hitl: Hitl) -> N
     [chosen] = events(ledger, incident_id, "scenario_chosen")
     assert chosen["actor"] == "田中 太郎"
     assert chosen["message"] == f"シナリオ「{label('database')}」を選択（田中 太郎）"
-    assert chosen["data"] == {"chosen": option("database"), "by": "田中 太郎", "timed_out": False,
-                              "unattended": False}
+    assert chosen["data"] == {"chosen": option("database"), "scenario": "database", "by": "田中 太郎",
+                              "timed_out": False, "unattended": False}
     [update] = slack.updates
     assert f"✅ 田中 太郎さんが「{label('database')}」を選択しました" in update["text"]
     assert len(slack.messages) == 1  # the question only: no timeout notice

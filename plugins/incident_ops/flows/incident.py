@@ -413,7 +413,7 @@ def record_preset_scenario(incident: dict[str, Any], scenario: str | None, *, su
     how = phrase("event.scenario_how_suggested" if suggested else "event.scenario_how_given", plain=True)
     Ledger().record_event(incident["id"], at=_now(), kind="scenario_chosen", actor="incident_ops",
                           message=phrase("event.scenario_started", plain=True, label=label, how=how),
-                          data={"chosen": chosen, "by": None, "timed_out": False, "preset": True},
+                          data={"chosen": chosen, "scenario": scenario, "by": None, "timed_out": False, "preset": True},
                           idempotency_key="scenario_chosen")
 
 

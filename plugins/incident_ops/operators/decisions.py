@@ -167,12 +167,13 @@ class ScenarioChoiceOperator(_Announced, HITLBranchOperator):
         unattended = who is None and chosen != self.manual_option
         runbook = _runbook()
         label = self._label(runbook, chosen)
+        scenario = self._scenario_of(chosen)  # None: 手動対応
         _record(self.incident_id, "scenario_chosen", phrase("event.scenario_chosen", plain=True, scenario=label, by=who),
-                who, {"chosen": chosen, "by": who, "timed_out": who is None, "unattended": unattended},
+                who, {"chosen": chosen, "scenario": scenario, "by": who, "timed_out": who is None,
+                      "unattended": unattended},
                 "scenario_chosen")
         # The steps read this: a scenario nobody chose asks before each step that is not `auto`.
         context["ti"].xcom_push(key=UNATTENDED_KEY, value=unattended)
-        scenario = self._scenario_of(chosen)
         if who is not None:
             outcome = phrase("decision.chosen_scenario", plain=True, scenario=label)
         else:
