@@ -17,6 +17,7 @@ plugin), which opens the incident and starts the run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -129,18 +130,36 @@ class AirflowApi:
         self._login = (username, password)
         self._token = api_token(base_url, *self._login)
 
+    # A 5xx is tried again after these pauses: standalone's SQLite answers 500 ("database is locked")
+    # when another process holds a write for longer than its busy timeout, which a loaded 2-core
+    # machine does. Every request sent again is idempotent (GET, PATCH, a POST with its own run id).
+    RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = requests.request(method, f"{self.base_url}/api/v2{path}",
-                                    headers={"Authorization": f"Bearer {self._token}"}, timeout=30, **kwargs)
-        if response.status_code == 401:
-            self._token = api_token(self.base_url, *self._login)
-            return self._request(method, path, **kwargs)
+        for pause in (*self.RETRY_PAUSES, None):
+            response = requests.request(method, f"{self.base_url}/api/v2{path}",
+                                        headers={"Authorization": f"Bearer {self._token}"}, timeout=30, **kwargs)
+            if response.status_code == 401:
+                self._token = api_token(self.base_url, *self._login)
+                return self._request(method, path, **kwargs)
+            if response.status_code < 500 or pause is None:
+                break
+            time.sleep(pause)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
 
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
+        """A new run with a run id of its own, so that a POST sent again after a 5xx that did create the
+        run finds it (409) instead of starting a second one."""
+        run_id = run_id or f"manual__{dt.datetime.now(dt.UTC).isoformat()}"
+        try:
+            return self._request("POST", f"/dags/{dag_id}/dagRuns",
+                                 json={"dag_run_id": run_id, "logical_date": None, "conf": conf})
+        except RuntimeError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
+            return self.run(dag_id, run_id)
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
@@ -170,6 +189,7 @@ class AirflowApi:
     def answer_hitl(self, dag_id: str, run_id: str, task_id: str, chosen: list[str]) -> Any:
         return self._request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
                              json={"chosen_options": chosen, "params_input": {}})
+
 
 
 def api_for(stack: Any) -> AirflowApi:
@@ -425,9 +445,12 @@ def follow_run(
                     # poll; if it did take the answer, the task is no longer listed as waiting.
                     say(f"  (Airflow UI: answering {task_id} failed, trying again: {str(exc)[:160]})")
                     continue
-                if "HTTP 409" not in str(exc) or key not in clicks:
+                if "HTTP 409" not in str(exc):
                     raise
-                decisions.append(clicks[key]["record"])  # the click got there after all
+                # Answered already: the click got there after all, or a PATCH sent again after a 5xx
+                # found the first one's answer.
+                if key in clicks:
+                    decisions.append(clicks[key]["record"])
                 answered.setdefault(ti.get("try_number"), set()).add(task_id)
                 continue
             say(f"  (Airflow UI: a person answered {task_id}: {chosen[0]})")
