@@ -466,14 +466,31 @@ def follow_run(
             "acknowledged_via": acknowledged_via}
 
 
-def stop_run(api: AirflowApi, run_id: str, say: Callable[[str], None] = print) -> None:
-    """Mark a run that is still going failed (its tasks stop), as a person would in the UI; never raises."""
+def stop_run(api: AirflowApi, run_id: str, say: Callable[[str], None] = print, *, stack: Any = None) -> None:
+    """Mark a run that is still going failed (its tasks stop), as a person would in the UI, and close
+    its incident in the stack's ledger; never raises."""
     try:
         if api.run(DAG_ID, run_id).get("state") not in TERMINAL_RUN_STATES:
             api._request("PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
             say(f"stopped run {run_id} (marked failed)")
     except Exception as exc:  # noqa: BLE001 - best effort, the original failure is what matters
         say(f"could not stop run {run_id}: {exc}")
+    if stack is None:
+        return
+    try:
+        from incident_ops.core.ledger import Ledger
+
+        incident_id = (api.xcom(DAG_ID, run_id, "detect.open_incident") or {}).get("id")
+        url = getattr(stack, "ledger_url", None) or f"sqlite:///{stack.state_dir / 'ledger.db'}"
+        if incident_id:
+            ledger = Ledger(url)
+            try:
+                ledger.close(incident_id, dt.datetime.now(dt.UTC))
+            finally:
+                ledger.dispose()
+            say(f"closed incident {incident_id}")
+    except Exception as exc:  # noqa: BLE001 - best effort, as above
+        say(f"could not close the incident of run {run_id}: {exc}")
 
 
 def scenario_option(stack: LocalStack, scenario: str, options: Sequence[str]) -> str:
@@ -556,7 +573,9 @@ def run_incident(
             followed = follow_run(stack, run["dag_run_id"], scenario=scenario, approve=approve, timeout=timeout,
                                   say=say, acknowledge=acknowledge, answer_via=answer_via, unanswered=unanswered)
         except BaseException:
-            stop_run(api, run["dag_run_id"], say)  # a run left going would act in the next incident
+            # A run left going would act in the next incident, and its open incident would take the
+            # next alarm of its kind (joined, no new run): stop both.
+            stop_run(api, run["dag_run_id"], say, stack=stack)
             raise
     finally:
         if faults:
